@@ -1,0 +1,17 @@
+# The two set-up commands: `make quickstart` (install + the CPU demo end to end) and `make test`.
+PYTHON ?= python3
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: install install-dev quickstart test
+
+install:
+	$(PYTHON) -m pip install -q -r requirements.txt
+
+install-dev:
+	$(PYTHON) -m pip install -q -r requirements-dev.txt
+
+quickstart: install
+	SKIP_INSTALL=1 PYTHON=$(PYTHON) bash quickstart.sh
+
+test: install-dev
+	$(PYTHON) -m pytest -q

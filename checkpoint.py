@@ -1,0 +1,61 @@
+"""Checkpoints: plain tensors and containers, written atomically, loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from config import Config, ConfigError, config_from_dict
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the weights (never a reference to the live ones), without DDP prefixes."""
+    module = model.module if hasattr(model, "module") else model
+    module = getattr(module, "_orig_mod", module)  # torch.compile wrapper
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` to a temporary file beside `path`, fsync it, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> Config:
+    """The resolved config embedded in a checkpoint."""
+    try:
+        return config_from_dict(copy.deepcopy(state["config"]))
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: embedded config does not fit this version's schema: {err}") from err

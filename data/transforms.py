@@ -1,0 +1,50 @@
+"""Training augmentation built from config (albumentations, strict mode); evaluation gets none."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+    from config import AugmentConfig
+
+
+def build_train_transform(cfg: "AugmentConfig", seed: int | None = None) -> "A.Compose | None":
+    """The seed's augmentation list; None when augmentation is off.
+
+    Geometric transforms move the image, the wrinkle mask and the skin mask together (nearest-neighbour
+    for masks, zero fill outside); photometric ones touch the image only.
+    """
+    if not cfg.enabled:
+        return None
+    import albumentations as A
+
+    transforms = [
+        A.HorizontalFlip(p=cfg.hflip_p),
+        A.Affine(
+            scale=(1 - cfg.scale_limit, 1 + cfg.scale_limit),
+            translate_percent=(-cfg.shift_limit, cfg.shift_limit),
+            rotate=(-cfg.rotate_limit, cfg.rotate_limit),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=0,
+            p=cfg.affine_p,
+        ),
+        A.CLAHE(clip_limit=2.0, p=cfg.clahe_p),
+        A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.0), p=cfg.blur_p),
+        A.GaussNoise(std_range=tuple(cfg.noise_std_range), p=cfg.noise_p),
+    ]
+    if cfg.elastic_p > 0:
+        transforms.append(A.ElasticTransform(alpha=30, sigma=6, border_mode=cv2.BORDER_CONSTANT, p=cfg.elastic_p))
+    return A.Compose(transforms, strict=True, seed=seed)
+
+
+def dilate_mask(mask: np.ndarray, kernel_size: int) -> np.ndarray:
+    """Binary dilation by a kernel_size x kernel_size square (training targets only); <= 1 is a no-op."""
+    if kernel_size <= 1:
+        return mask
+    return cv2.dilate(mask.astype(np.uint8), np.ones((kernel_size, kernel_size), np.uint8)).astype(mask.dtype)

@@ -1,0 +1,45 @@
+"""Score a checkpoint on a data split.
+
+    python evaluate.py --checkpoint runs/NAME/checkpoints/best.pt --output runs/NAME/eval
+    python evaluate.py --checkpoint best.pt --output eval --config config.yaml --split test --threshold auto
+
+Writes OUTPUT/metrics.json (every figure with its definition), OUTPUT/per_image.csv, roc.png, pr.png,
+threshold.png and overlays/ of the best and worst images. The data comes from the checkpoint's own
+config unless --config or key=value overrides say otherwise; the model always comes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cli import EXIT_OK, run_cli, setup_logging
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a .pt written by train.py")
+    parser.add_argument("--output", required=True, help="folder for metrics.json, per_image.csv and pictures")
+    parser.add_argument("--config", help="YAML config for the data to score (default: the checkpoint's)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
+    parser.add_argument("--threshold", help="a probability, or 'auto' for the threshold chosen on validation (default: eval.threshold)")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.region=image")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    from evaluation import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold)
+    headline = {k: round(report[k], 4) for k in ("iou", "dice", "precision", "recall", "auc", "per_image_iou")}
+    print(json.dumps({"n_images": report["n_images"], "threshold": round(report["threshold"], 4), **headline}), file=sys.stderr)
+    print(args.output)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

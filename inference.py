@@ -1,0 +1,102 @@
+"""Running a model: device and precision choice, checkpoint loading, batched scoring of a data loader.
+
+Validation in train.py and evaluate.py both call `score_loader`, so they compute identical metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from checkpoint import checkpoint_config, load_checkpoint
+from config import Config
+from metrics import SegmentationMeter
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" picks CUDA when present; asking for CUDA without it is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("experiment.device=cuda but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Autocast for "bf16" / "fp16", a no-op for "off"; fp16 is CUDA-only."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise RuntimeError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 N x 3 x H x W on any device -> float [0, 1] on `device`, channels-last if asked."""
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """The model of a checkpoint, in eval mode on `device`, with its config and the raw checkpoint."""
+    from unet import build_model
+
+    state = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(state, checkpoint)
+    model = build_model(cfg.model, encoder_weights=False)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, cfg, state
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: torch.Tensor, device: torch.device, amp: str = "off", channels_last: bool = False) -> torch.Tensor:
+    """Wrinkle probabilities, N x H x W float32, for uint8 images N x 3 x H x W."""
+    with autocast(device, amp):
+        logits = model(to_model_input(images, device, channels_last))
+    return torch.sigmoid(logits.float())[:, 0]
+
+
+def iterate_predictions(model: nn.Module, loader, device: torch.device, amp: str, channels_last: bool, desc: str) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Yield (batch, logits, probs) for each batch of `loader`, in eval mode, with a progress bar."""
+    model.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
+            with autocast(device, amp):
+                logits = model(to_model_input(batch["image"], device, channels_last))
+            logits = logits.float()
+            yield batch, logits, torch.sigmoid(logits)[:, 0]
+
+
+def score_loader(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    cfg: Config,
+    loss_fn: nn.Module | None = None,
+    threshold: float | None = None,
+    desc: str = "validate",
+) -> tuple[dict[str, float], SegmentationMeter]:
+    """Mean loss and all metrics of `model` over `loader`, on the configured region (skin or image)."""
+    meter = SegmentationMeter(threshold if threshold is not None else cfg.eval.threshold)
+    total_loss, n_images = 0.0, 0
+    for batch, logits, probs in iterate_predictions(model, loader, device, cfg.train.amp, cfg.train.channels_last, desc):
+        target = batch["mask"].to(device)
+        skin = batch["face_mask"].to(device)
+        region = skin if cfg.eval.region == "skin" else None
+        if loss_fn is not None:
+            loss_region = skin if cfg.loss.region == "skin" else None
+            total_loss += float(loss_fn(logits, target, loss_region)) * len(target)
+            n_images += len(target)
+        meter.update(probs, target[:, 0].bool(), None if region is None else region[:, 0].bool(), batch["id"])
+    results = meter.compute()
+    if loss_fn is not None:
+        results["loss"] = total_loss / max(n_images, 1)
+    return results, meter

@@ -1,0 +1,167 @@
+"""Segmentation metrics: confusion counts first, reductions second; ranking metrics from a histogram.
+
+Definitions (stated again in every metrics.json):
+- pixels are positive when prob >= threshold; only pixels inside the scored region (face skin, or the
+  whole image) count;
+- pooled ("micro"): counts summed over all images, then the ratio;
+- per-image ("macro"): the ratio per image, then the mean over images. Where a ratio is 0/0 (nothing
+  to find and nothing predicted) the image scores 1.0; where only the denominator of precision or
+  recall is zero but the image has errors, it scores 0.0;
+- ROC-AUC and average precision come from a fixed-size histogram of scores, so memory does not grow
+  with the number of pixels; scores in one bin count as ties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+HISTOGRAM_BINS = 10_000
+
+
+def confusion_counts(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image (tp, fp, fn, tn) as an N x 4 int64 tensor, from boolean N x ... tensors."""
+    pred, target = pred.bool().flatten(1), target.bool().flatten(1)
+    if region is None:
+        region = torch.ones_like(pred)
+    region = region.bool().flatten(1)
+    tp = (pred & target & region).sum(1)
+    fp = (pred & ~target & region).sum(1)
+    fn = (~pred & target & region).sum(1)
+    tn = (~pred & ~target & region).sum(1)
+    return torch.stack([tp, fp, fn, tn], dim=1).long()
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, perfect: np.ndarray) -> np.ndarray:
+    """numerator / denominator; where the denominator is 0, 1.0 for a perfect image and 0.0 otherwise."""
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    out = np.where(perfect, 1.0, 0.0)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def scores_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """IoU, Dice, precision and recall for each row of (tp, fp, fn, tn) counts."""
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1, 4)
+    tp, fp, fn = counts[:, 0], counts[:, 1], counts[:, 2]
+    perfect = (fp == 0) & (fn == 0)
+    return {
+        "iou": _ratio(tp, tp + fp + fn, perfect),
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, perfect),
+        "precision": _ratio(tp, tp + fp, perfect),
+        "recall": _ratio(tp, tp + fn, perfect),
+    }
+
+
+@dataclass
+class ScoreHistogram:
+    """Counts of positive and negative pixels per score bin on [0, 1]: bounded-memory ROC and PR."""
+
+    bins: int = HISTOGRAM_BINS
+    positive: np.ndarray = field(init=False)
+    negative: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.positive = np.zeros(self.bins, np.int64)
+        self.negative = np.zeros(self.bins, np.int64)
+
+    def update(self, prob: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> None:
+        prob, target = prob.detach().float().flatten(), target.bool().flatten()
+        if region is not None:
+            keep = region.bool().flatten()
+            prob, target = prob[keep], target[keep]
+        index = (prob.clamp(0, 1) * self.bins).long().clamp_max(self.bins - 1)
+        both = torch.bincount(index * 2 + target.long(), minlength=2 * self.bins).view(self.bins, 2).cpu().numpy()
+        self.negative += both[:, 0]
+        self.positive += both[:, 1]
+
+    def merge(self, other: "ScoreHistogram") -> None:
+        self.positive += other.positive
+        self.negative += other.negative
+
+    def _descending_cumulative(self) -> tuple[np.ndarray, np.ndarray]:
+        """tp and fp counts when thresholding at each non-empty bin, from the highest bin down."""
+        pos, neg = self.positive[::-1], self.negative[::-1]
+        used = (pos + neg) > 0
+        return np.cumsum(pos)[used], np.cumsum(neg)[used]
+
+    def roc_auc(self) -> float:
+        """Area under the ROC curve (ties within a bin get half credit); NaN without both classes."""
+        n_pos, n_neg = self.positive.sum(), self.negative.sum()
+        if n_pos == 0 or n_neg == 0:
+            return float("nan")
+        tp, fp = self._descending_cumulative()
+        tpr = np.concatenate([[0.0], tp / n_pos])
+        fpr = np.concatenate([[0.0], fp / n_neg])
+        return float(np.trapezoid(tpr, fpr))
+
+    def average_precision(self) -> float:
+        """Average precision, sum over thresholds of (R_k - R_k-1) * P_k, as scikit-learn defines it."""
+        n_pos = self.positive.sum()
+        if n_pos == 0:
+            return float("nan")
+        tp, fp = self._descending_cumulative()
+        precision = tp / np.maximum(tp + fp, 1)
+        recall = tp / n_pos
+        return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+    def threshold_sweep(self) -> dict[str, np.ndarray]:
+        """Pooled IoU and Dice (F1) with the threshold at every bin edge (prob >= edge is positive)."""
+        tp = np.cumsum(self.positive[::-1])[::-1]
+        fp = np.cumsum(self.negative[::-1])[::-1]
+        fn = self.positive.sum() - tp
+        counts = np.stack([tp, fp, fn, np.zeros_like(tp)], axis=1)
+        scores = scores_from_counts(counts)
+        return {"threshold": np.arange(self.bins) / self.bins, "iou": scores["iou"], "dice": scores["dice"]}
+
+    def best_threshold(self, metric: str = "dice") -> tuple[float, float]:
+        """(threshold, score) that maximizes pooled `metric` ("dice" or "iou") over the sweep."""
+        sweep = self.threshold_sweep()
+        k = int(np.argmax(sweep[metric]))
+        return float(sweep["threshold"][k]), float(sweep[metric][k])
+
+
+class SegmentationMeter:
+    """Accumulates per-image counts at a threshold and a score histogram, then reduces them."""
+
+    def __init__(self, threshold: float = 0.5, bins: int = HISTOGRAM_BINS):
+        self.threshold = threshold
+        self.histogram = ScoreHistogram(bins)
+        self.counts: list[np.ndarray] = []
+        self.ids: list[str] = []
+
+    def update(self, prob: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None, ids: list[str] | None = None) -> None:
+        """Add a batch: `prob` (N x H x W or N x 1 x H x W), boolean `target` and `region` of the same shape."""
+        counts = confusion_counts(prob >= self.threshold, target, region)
+        self.counts.append(counts.cpu().numpy())
+        self.histogram.update(prob, target, region)
+        self.ids += list(ids) if ids is not None else [str(len(self.ids) + i) for i in range(len(counts))]
+
+    def per_image(self) -> list[dict]:
+        """One row per image: id, counts and the four scores."""
+        counts = np.concatenate(self.counts) if self.counts else np.zeros((0, 4), np.int64)
+        scores = scores_from_counts(counts)
+        return [
+            {"id": image_id, "tp": int(c[0]), "fp": int(c[1]), "fn": int(c[2]), "tn": int(c[3]), **{k: float(v[i]) for k, v in scores.items()}}
+            for i, (image_id, c) in enumerate(zip(self.ids, counts))
+        ]
+
+    def compute(self) -> dict[str, float]:
+        """Pooled and per-image scores, ROC-AUC, average precision and the best-F1 threshold."""
+        counts = np.concatenate(self.counts) if self.counts else np.zeros((0, 4), np.int64)
+        pooled = scores_from_counts(counts.sum(0))
+        per_image = scores_from_counts(counts)
+        best_threshold, best_dice = self.histogram.best_threshold("dice")
+        result: dict[str, float] = {f"{k}": float(v[0]) for k, v in pooled.items()}  # pooled is the headline
+        result.update({f"per_image_{k}": float(v.mean()) if len(v) else float("nan") for k, v in per_image.items()})
+        result.update(
+            auc=self.histogram.roc_auc(),
+            average_precision=self.histogram.average_precision(),
+            best_threshold=best_threshold,
+            best_threshold_dice=best_dice,
+            n_images=len(counts),
+            n_empty_both=int(((counts[:, 0] + counts[:, 1] + counts[:, 2]) == 0).sum()),
+        )
+        return result

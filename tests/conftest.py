@@ -1,0 +1,37 @@
+"""Test set-up: nothing phones home, the shared real data is found or its tests are skipped."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Before anything imports albumentations or wandb.
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+os.environ["WANDB_MODE"] = "disabled"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real faces, masks, photos); tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (only present on the project's machines)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for running the CLIs in a subprocess from the project root."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,172 @@
+"""The whole pipeline through its command lines: train -> evaluate -> predict, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from data.image_io import write_png
+from tests.conftest import PROJECT_ROOT
+
+TINY = [
+    "experiment.name=tiny",
+    "data.sources.0.n_images=12",
+    "data.image_size=64",
+    "data.num_workers=0",
+    "data.split.val_fraction=0.25",
+    "data.split.test_fraction=0.25",
+    "model.encoder=resnet18",
+    "model.encoder_weights=null",
+    "model.decoder_channels=[32, 16, 16, 8, 8]",
+    "model.freeze_encoder=none",
+    "train.epochs=2",
+    "train.batch_size=3",
+    "eval.batch_size=3",
+    "logging.wandb=disabled",
+]
+
+
+def run(args, cwd, env, expect=0):
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == expect, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny training run through train.py, shared by the tests below."""
+    import os
+
+    work = tmp_path_factory.mktemp("e2e")
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    overrides = TINY + [f"experiment.output_dir={work / 'runs'}", f"data.sources.0.root={work / 'synthetic'}"]
+    result = run([str(PROJECT_ROOT / "train.py"), "--config", str(PROJECT_ROOT / "configs" / "quickstart.yaml"), *overrides], work, env)
+    run_dir = result.stdout.strip().splitlines()[-1]
+    from pathlib import Path
+
+    return Path(run_dir), work, env
+
+
+def test_train_writes_the_run_folder_contract(trained_run):
+    run_dir, work, _ = trained_run
+    assert run_dir.parent == work / "runs" and run_dir.name.startswith("tiny-")
+    assert list((work / "runs").iterdir()) == [run_dir]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 2 and saved["data"]["image_size"] == 64
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for column in ("train_loss", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall", "val_auc", "lr"):
+        assert all(np.isfinite(float(r[column])) for r in rows), column
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert best["config"] == saved and last["epoch"] == 2
+    assert 0 < best["threshold"] < 1
+    best_row = max(rows, key=lambda r: float(r["val_iou"]))
+    assert best["epoch"] == int(best_row["epoch"])
+    assert not list((run_dir / "checkpoints").glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_evaluate_writes_metrics_and_pictures(trained_run):
+    run_dir, work, env = trained_run
+    out = work / "eval"
+    run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--output", str(out), "--threshold", "auto"], work, env)
+    report = json.loads((out / "metrics.json").read_text())
+    for key in ("iou", "dice", "precision", "recall", "auc", "threshold", "n_images", "region", "per_image_iou", "definitions"):
+        assert key in report, key
+    assert report["n_images"] == 3 and report["region"] == "skin" and report["split"] == "test"
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert len(rows) == 3
+    tp, fp, fn = (sum(int(r[k]) for r in rows) for k in ("tp", "fp", "fn"))
+    assert report["iou"] == pytest.approx(tp / (tp + fp + fn) if tp + fp + fn else 1.0)
+    for picture in ("roc.png", "pr.png", "threshold.png"):
+        assert (out / picture).stat().st_size > 1000
+    assert len(list((out / "overlays").glob("*.png"))) >= 3
+
+
+def test_predict_handles_photos_text_and_corrupt_files(trained_run, shared_data_or_none):
+    run_dir, work, env = trained_run
+    inputs = work / "photos"
+    from data.synthetic import render_face
+
+    write_png(inputs / "face_a.png", render_face(99, 90, 70).image)  # non-square, another size
+    cv2.imwrite(str(inputs / "face_b.jpg"), cv2.cvtColor(render_face(99, 64, 64, 1).image, cv2.COLOR_RGB2BGR))
+    (inputs / "notes.txt").write_text("not an image")
+    (inputs / "truncated.png").write_bytes((inputs / "face_a.png").read_bytes()[:200])
+    if shared_data_or_none is not None:
+        photo = shared_data_or_none / "photos" / "grace_hopper.jpg"
+        (inputs / "grace_hopper.jpg").write_bytes(photo.read_bytes())
+    out = work / "pred"
+    run([str(PROJECT_ROOT / "predict.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--input", str(inputs), "--output", str(out)], work, env, expect=3)
+    rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["notes.txt"]["status"] == "skipped" and rows["truncated.png"]["status"] == "error"
+    assert "truncated.png" in rows["truncated.png"]["message"]
+    images = [name for name in rows if rows[name]["status"] == "ok"]
+    assert set(images) >= {"face_a.png", "face_b.jpg"}
+    for name in images:
+        stem = name.rsplit(".", 1)[0]
+        mask = cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        source = cv2.imread(str(inputs / name))
+        assert mask.shape == source.shape[:2] and set(np.unique(mask)) <= {0, 255}
+        assert cv2.imread(str(out / "overlays" / f"{stem}.png")).shape == source.shape
+    assert sorted(p.name for p in (out / "masks").iterdir()) == sorted(f"{n.rsplit('.', 1)[0]}.png" for n in images)
+
+
+@pytest.fixture
+def shared_data_or_none():
+    from tests.conftest import SHARED_DATA
+
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py", "face_parsing_extraction.py"])
+def test_help_works_without_data(script, tmp_path, cli_env):
+    result = run([str(PROJECT_ROOT / script), "--help"], tmp_path, cli_env)
+    assert "usage" in result.stdout.lower()
+
+
+def test_a_wrong_config_key_fails_in_one_line(tmp_path, cli_env):
+    result = run([str(PROJECT_ROOT / "train.py"), "--config", str(PROJECT_ROOT / "configs" / "quickstart.yaml"), "train.epoch=3"], tmp_path, cli_env, expect=1)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.epoch" in lines[0] and lines[0].startswith("error:")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_rejects_a_file_that_is_not_a_checkpoint(tmp_path, cli_env):
+    (tmp_path / "fake.pt").write_bytes(b"garbage")
+    result = run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(tmp_path / "fake.pt"), "--output", str(tmp_path / "o")], tmp_path, cli_env, expect=1)
+    assert result.stderr.strip().startswith("error:") and "fake.pt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_face_parsing_extraction_none_backend(tmp_path, cli_env):
+    inputs = tmp_path / "in"
+    write_png(inputs / "wide.png", np.full((60, 90, 3), 200, np.uint8))
+    (inputs / "readme.txt").write_text("x")
+    run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "out"), "--size", "64"], tmp_path, cli_env)
+    assert cv2.imread(str(tmp_path / "out" / "faces" / "wide.png")).shape == (64, 64, 3)
+    assert cv2.imread(str(tmp_path / "out" / "face_masks" / "wide.png"), cv2.IMREAD_UNCHANGED).min() == 255
+
+
+def test_predict_with_face_masks_marks_skin_only(trained_run):
+    run_dir, work, env = trained_run
+    from data.synthetic import render_face
+
+    face = render_face(5, 80, 80, 2)
+    write_png(work / "masked" / "images" / "f.png", face.image)
+    write_png(work / "masked" / "face_masks" / "f.png", face.skin_mask)
+    write_png(work / "masked" / "images" / "g.png", face.image)  # no face mask for g: an error row
+    out = work / "pred_masked"
+    run([str(PROJECT_ROOT / "predict.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--input", str(work / "masked" / "images"),
+         "--face-masks", str(work / "masked" / "face_masks"), "--output", str(out), "--threshold", "0.01"], work, env, expect=3)
+    mask = cv2.imread(str(out / "masks" / "f.png"), cv2.IMREAD_UNCHANGED) > 0
+    assert mask.any() and not (mask & ~face.skin_mask).any()
+    rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert rows["g.png"]["status"] == "error" and "no face mask" in rows["g.png"]["message"]
+    assert float(rows["f.png"]["wrinkle_percent_of_skin"]) == pytest.approx(100 * mask.sum() / face.skin_mask.sum(), abs=1e-3)

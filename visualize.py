@@ -1,0 +1,63 @@
+"""Pictures a reviewer looks at first: overlays of predictions on faces, ROC / PR / threshold curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from metrics import ScoreHistogram
+
+GREEN = np.array([0, 220, 0], np.float32)  # ground truth only
+RED = np.array([255, 30, 30], np.float32)  # prediction only (or any prediction, without ground truth)
+YELLOW = np.array([255, 230, 0], np.float32)  # both
+
+
+def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.75) -> np.ndarray:
+    """RGB uint8 image with predicted pixels red; with `truth`, missed pixels green and hits yellow."""
+    out = image.astype(np.float32).copy()
+    pred = pred.astype(bool)
+    layers = [(pred, RED)] if truth is None else [(pred & ~truth, RED), (truth & ~pred, GREEN), (pred & truth, YELLOW)]
+    for where, color in layers:
+        out[where] = (1 - alpha) * out[where] + alpha * color
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def plot_curves(histogram: ScoreHistogram, out_dir: str | Path, threshold: float) -> list[Path]:
+    """Write roc.png, pr.png and threshold.png (pooled F1 and IoU against the threshold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pos, neg = histogram.positive[::-1], histogram.negative[::-1]
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    n_pos, n_neg = max(pos.sum(), 1), max(neg.sum(), 1)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(np.r_[0, fp / n_neg], np.r_[0, tp / n_pos])
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC (AUC {histogram.roc_auc():.3f})")
+    paths.append(out_dir / "roc.png")
+    fig.tight_layout(), fig.savefig(paths[-1], dpi=110), plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    used = (pos + neg) > 0
+    ax.plot((tp / n_pos)[used], (tp / np.maximum(tp + fp, 1))[used])
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1), title=f"PR (AP {histogram.average_precision():.3f})")
+    paths.append(out_dir / "pr.png")
+    fig.tight_layout(), fig.savefig(paths[-1], dpi=110), plt.close(fig)
+
+    sweep = histogram.threshold_sweep()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(sweep["threshold"], sweep["dice"], label="F1 (Dice), pooled")
+    ax.plot(sweep["threshold"], sweep["iou"], label="IoU, pooled")
+    ax.axvline(threshold, color="grey", ls=":", label=f"used: {threshold:.3f}")
+    ax.set(xlabel="threshold", ylabel="score", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="best", fontsize=8)
+    paths.append(out_dir / "threshold.png")
+    fig.tight_layout(), fig.savefig(paths[-1], dpi=110), plt.close(fig)
+    return paths
