@@ -39,12 +39,12 @@ class ExperimentConfig:
 
 @dataclass
 class SourceConfig:
-    kind: Literal["synthetic", "folder", "ffhq_wrinkle"] = "synthetic"
+    kind: Literal["synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan"] = "synthetic"
     # synthetic: where the faces are written (when missing or stale); folder: holds images/, masks/,
     # face_masks/; ffhq_wrinkle: the release folder (manual_wrinkle_masks/, weak_wrinkle_masks/,
-    # face_parsed_labels/)
+    # face_parsed_labels/); kim: holds wrinkle_masks/ and skin_masks/; vanijan: holds wrinkles/
     root: str = "data_cache/synthetic"
-    images: Optional[str] = None  # ffhq_wrinkle: FFHQ images (official nested images1024x1024/ or flat)
+    images: Optional[str] = None  # ffhq_wrinkle, kim, vanijan: FFHQ images (official nested or flat)
     masks: Literal["manual", "weak"] = "manual"  # ffhq_wrinkle: which wrinkle masks
     skin_classes: list[int] = field(default_factory=lambda: [1, 10])  # BiSeNet classes that are skin (skin, nose)
     n_images: int = 240  # synthetic: how many faces to generate
@@ -53,9 +53,12 @@ class SourceConfig:
 
 @dataclass
 class SplitConfig:
-    val_fraction: float = 0.1  # ids are ranked by a seeded hash, so an id's split never depends on order
+    method: Literal["random", "files"] = "random"  # files: ids listed in val_ids_file / test_ids_file
+    val_fraction: float = 0.1  # random: ids are ranked by a seeded hash, so a split never depends on order
     test_fraction: float = 0.1
     seed: int = 0
+    val_ids_file: Optional[str] = None  # one id a line; with "files" and no val file, val is drawn at random
+    test_ids_file: Optional[str] = None  # e.g. FFHQ-Wrinkle's test_file_lists.txt (Moon et al.'s 100 ids)
 
 
 @dataclass
@@ -80,6 +83,10 @@ class DataConfig:
     zero_non_skin: bool = True  # black out non-skin pixels of the image, as the seed did
     train_mask_dilation: int = 3  # kernel size of a training-only mask dilation; 0 or 1 = off
     num_workers: int = 2
+    cache: Literal["disk", "memory", "none"] = "disk"  # decoded, resized samples: on disk, in RAM, or re-decoded
+    cache_dir: str = "data_cache/decoded"  # disk cache; entries are keyed by source files and size
+    patch_size: int = 0  # training on random crops of this size (validation: whole images); 0 = off
+    patch_wrinkle_fraction: float = 0.7  # share of training patches centred on a wrinkle pixel
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -345,10 +352,13 @@ def validate(cfg: Config) -> None:
     require(d.num_workers >= 0, "data.num_workers: must be >= 0")
     for i, src in enumerate(d.sources):
         require(src.n_images > 0, f"data.sources.{i}.n_images: must be positive")
-        require(src.kind != "ffhq_wrinkle" or src.images is not None, f"data.sources.{i}.images: the FFHQ image folder is needed for ffhq_wrinkle")
+        require(src.kind in ("synthetic", "folder") or src.images is not None, f"data.sources.{i}.images: the FFHQ image folder is needed for {src.kind}")
     require(0 <= s.val_fraction < 1 and 0 <= s.test_fraction < 1, "data.split: fractions must be in [0, 1)")
     require(s.val_fraction + s.test_fraction < 1, "data.split: val_fraction + test_fraction must be below 1")
     require(len(d.augment.noise_std_range) == 2, "data.augment.noise_std_range: expected [low, high]")
+    require(d.patch_size == 0 or 32 <= d.patch_size <= d.image_size, "data.patch_size: 0 (off) or between 32 and data.image_size")
+    require(0 <= d.patch_wrinkle_fraction <= 1, "data.patch_wrinkle_fraction: must be in [0, 1]")
+    require(s.method != "files" or s.test_ids_file is not None, "data.split.test_ids_file: needed with method files")
     require(1 <= len(cfg.model.decoder_channels) <= 5, "model.decoder_channels: 1 to 5 widths")
     require(all(c > 0 for c in cfg.model.decoder_channels), "model.decoder_channels: widths must be positive")
     require(0 <= cfg.model.dropout < 1, "model.dropout: must be in [0, 1)")

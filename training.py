@@ -175,8 +175,7 @@ class Trainer:
         seed = self.cfg.experiment.seed * 1000 + self.epoch
         torch.manual_seed(seed)
         self.train_loader.generator.manual_seed(seed)
-        if self.train_set.transform is not None:
-            self.train_set.transform.set_random_seed(seed)
+        self.train_set.reseed(seed)  # workers reseed themselves from the generator
 
     def train_one_epoch(self) -> float:
         cfg, model = self.cfg, self.model

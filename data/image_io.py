@@ -88,15 +88,17 @@ def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a boolean mask without erasing thin lines.
+def resize_mask(mask: np.ndarray, height: int, width: int, thin: bool = True) -> np.ndarray:
+    """Resize a boolean mask.
 
-    Shrinking marks a pixel when any part of its footprint was set (area average > 0), so a 1-px
-    line at 1024 stays a line at 512; enlarging uses nearest neighbour.
+    Shrinking a `thin`-structure mask (wrinkles) marks a pixel when any part of its footprint was set,
+    so a 1-px line at 1024 stays a line at 512; a region mask (`thin=False`, skin) takes the majority.
+    Enlarging uses nearest neighbour.
     """
     if mask.shape[:2] == (height, width):
         return mask.astype(bool)
     shrinking = mask.shape[0] > height or mask.shape[1] > width
     if shrinking:
-        return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) > 1e-6
+        coverage = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        return coverage > 1e-6 if thin else coverage >= 0.5
     return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0

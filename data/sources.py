@@ -1,4 +1,15 @@
-"""Data set layouts on disk, each turned into a list of samples (image, wrinkle mask, skin mask paths)."""
+"""Data set layouts on disk, each turned into a list of samples (image, wrinkle mask, skin mask paths).
+
+Layouts, exactly as published:
+- synthetic: the built-in generator, written in the folder layout;
+- folder: images/, masks/, optional face_masks/, matched by file stem;
+- ffhq_wrinkle (Moon et al. 2024): manual_wrinkle_masks/{id}.png or weak_wrinkle_masks/{thousand}/{id}.png,
+  face_parsed_labels/{id}.npy (BiSeNet classes), FFHQ images by id;
+- kim (Kim et al. 2024): wrinkle_masks/{id}.png (wrinkle = value > 127: the release has backgrounds of 2
+  and stray values), skin_masks/{id}.png, FFHQ images by id;
+- vanijan: wrinkles/finalNNNNN.bmp crops placed into the 1024 FFHQ frame by wrinkles/crop_limits.npy;
+  only the crop was annotated, so the crop rectangle is the region that counts.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data.image_io import list_images
+import numpy as np
+
+from data.image_io import IMAGE_SUFFIXES, list_images
 from data.synthetic import write_synthetic_dataset
 
 if TYPE_CHECKING:
@@ -15,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("synthetic", "folder", "ffhq_wrinkle")
+SOURCE_KINDS = ("synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan")
+FFHQ_FRAME = 1024  # the side of FFHQ's aligned images, in which vanijan's crop limits are given
 
 
 class DataError(ValueError):
@@ -32,17 +46,24 @@ class Sample:
     face_mask: Path | None  # a 0/255 (or 0/1) image, or a .npy face-parsing label map
     source: str
     skin_classes: tuple[int, ...] = ()  # for a label map: the classes that count as skin
+    mask_threshold: int | None = None  # wrinkle = value > threshold; None: > 0 for 0/1 masks, > 127 otherwise
+    mask_crop: tuple[int, int, int, int] | None = None  # (min_h, max_h, min_w, max_w) of a crop in the FFHQ frame
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in list_images(folder)} if folder.is_dir() else {}
 
 
+def _report(what: str, ids: list[str]) -> None:
+    if ids:
+        log.warning("%s (%d): %s%s", what, len(ids), ", ".join(ids[:10]), " ..." if len(ids) > 10 else "")
+
+
 def folder_samples(root: str | Path, source: str = "folder", require_masks: bool = True) -> list[Sample]:
     """Samples from `root/images/`, `root/masks/` and optional `root/face_masks/`, matched by file stem.
 
-    Images without a mask are reported by name and left out (with `require_masks`); masks without an
-    image are reported too.
+    Images without a mask (or, where face_masks/ exists, without a face mask) are reported by name and
+    left out; masks without an image are reported too.
     """
     root = Path(root)
     if not (root / "images").is_dir():
@@ -50,63 +71,95 @@ def folder_samples(root: str | Path, source: str = "folder", require_masks: bool
     images, masks, face_masks = _by_stem(root / "images"), _by_stem(root / "masks"), _by_stem(root / "face_masks")
     if not images:
         raise DataError(f"{root / 'images'}: no image files")
-    missing = sorted(set(images) - set(masks))
-    if require_masks and missing:
-        log.warning("%s: %d images have no mask in masks/ and are left out: %s", root, len(missing), ", ".join(missing[:10]))
-    orphans = sorted(set(masks) - set(images))
-    if orphans:
-        log.warning("%s: %d masks have no image: %s", root, len(orphans), ", ".join(orphans[:10]))
+    if require_masks:
+        _report(f"{root}: images without a mask in masks/, left out", sorted(set(images) - set(masks)))
+    _report(f"{root}: masks without an image", sorted(set(masks) - set(images)))
     if face_masks:
-        no_skin = sorted(set(images) & set(masks) - set(face_masks))
-        if no_skin:
-            log.warning("%s: %d images have no face mask and are left out: %s", root, len(no_skin), ", ".join(no_skin[:10]))
-    samples = []
-    for stem, image in images.items():
-        if stem not in masks and require_masks:
-            continue
-        if face_masks and stem not in face_masks:
-            continue
-        samples.append(Sample(stem, image, masks.get(stem), face_masks.get(stem), source))
+        _report(f"{root}: images without a face mask, left out", sorted(set(images) & set(masks) - set(face_masks)))
+    samples = [
+        Sample(stem, image, masks.get(stem), face_masks.get(stem), source)
+        for stem, image in images.items()
+        if (stem in masks or not require_masks) and (not face_masks or stem in face_masks)
+    ]
     if not samples:
         raise DataError(f"{root}: no image has a matching mask in masks/")
     return samples
 
 
+def index_ffhq_images(folder: str | Path) -> dict[str, Path]:
+    """{id: path} of the images under an FFHQ folder: official nested (00000/00000.png) or flat."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: FFHQ image folder not found")
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith("."):
+            found.setdefault(path.stem, path)
+    if not found:
+        raise DataError(f"{folder}: no images")
+    return found
+
+
 def _index_pngs(folder: Path) -> dict[str, Path]:
-    """{stem: path} of every PNG under `folder`, flat or nested (FFHQ's one sub-folder per thousand)."""
+    """{stem: path} of every PNG under `folder`, flat or nested by thousand."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
     return {p.stem: p for p in sorted(folder.rglob("*.png")) if not p.name.startswith(".")}
 
 
-def ffhq_wrinkle_samples(root: str | Path, images: str | Path, masks: str = "manual", skin_classes: tuple[int, ...] = (1, 10)) -> list[Sample]:
-    """FFHQ-Wrinkle (Moon et al. 2024): masks by FFHQ id, BiSeNet label maps for skin, FFHQ images.
-
-    `root` holds manual_wrinkle_masks/{id}.png, weak_wrinkle_masks/{thousand}/{id}.png and
-    face_parsed_labels/{id}.npy; `images` is FFHQ's images1024x1024/ (nested) or a flat folder.
-    Ids with a mask but no image are reported by name and left out.
-    """
-    root, images = Path(root), Path(images)
-    mask_dir = root / ("manual_wrinkle_masks" if masks == "manual" else "weak_wrinkle_masks")
-    mask_index, image_index = _index_pngs(mask_dir), _index_pngs(images)
-    labels = root / "face_parsed_labels"
-    if not mask_index:
+def _with_images(kind: str, masks: dict[str, Path], images: str | Path, mask_dir: Path) -> dict[str, Path]:
+    """The FFHQ image of each mask id; masks without an image are reported and left out."""
+    if not masks:
         raise DataError(f"{mask_dir}: no mask files")
-    missing = sorted(set(mask_index) - set(image_index))
-    if missing:
-        log.warning("%s: %d masks have no FFHQ image in %s and are left out: %s", mask_dir, len(missing), images, ", ".join(missing[:10]))
+    image_index = index_ffhq_images(images)
+    _report(f"{kind}: masks in {mask_dir} without an FFHQ image in {images}, left out", sorted(set(masks) - set(image_index)))
+    matched = {i: image_index[i] for i in masks if i in image_index}
+    if not matched:
+        raise DataError(f"{mask_dir}: no mask matches an image in {images}")
+    return matched
+
+
+def ffhq_wrinkle_samples(root: str | Path, images: str | Path, masks: str = "manual", skin_classes: tuple[int, ...] = (1, 10)) -> list[Sample]:
+    """FFHQ-Wrinkle: masks by FFHQ id, BiSeNet label maps for skin (ids without one: whole image)."""
+    root = Path(root)
+    mask_dir = root / ("manual_wrinkle_masks" if masks == "manual" else "weak_wrinkle_masks")
+    mask_index = _index_pngs(mask_dir)
+    matched = _with_images("ffhq_wrinkle", mask_index, images, mask_dir)
+    labels = root / "face_parsed_labels"
     samples = []
-    for sample_id, mask in mask_index.items():
-        if sample_id not in image_index:
-            continue
+    for sample_id, image in matched.items():
         label_map = labels / f"{sample_id}.npy"
-        samples.append(Sample(sample_id, image_index[sample_id], mask, label_map if label_map.is_file() else None, "ffhq_wrinkle", tuple(skin_classes)))
-    no_labels = [s.id for s in samples if s.face_mask is None]
-    if no_labels:
-        log.warning("%s: %d ids have no face-parsing labels (their whole image counts as skin): %s", labels, len(no_labels), ", ".join(no_labels[:10]))
-    if not samples:
-        raise DataError(f"{root}: no mask matches an image in {images}")
+        samples.append(Sample(sample_id, image, mask_index[sample_id], label_map if label_map.is_file() else None, "ffhq_wrinkle", tuple(skin_classes)))
+    _report(f"ffhq_wrinkle: ids without face-parsing labels in {labels} (whole image counts as skin)", [s.id for s in samples if s.face_mask is None])
     return samples
+
+
+def kim_samples(root: str | Path, images: str | Path) -> list[Sample]:
+    """Kim et al.: wrinkle_masks/{id}.png binarized with > 127, skin_masks/{id}.png, FFHQ images."""
+    root = Path(root)
+    mask_dir = root / "wrinkle_masks"
+    mask_index = _index_pngs(mask_dir)
+    matched = _with_images("kim", mask_index, images, mask_dir)
+    skins = _by_stem(root / "skin_masks")
+    _report(f"kim: ids without a skin mask in {root / 'skin_masks'} (whole image counts as skin)", sorted(set(matched) - set(skins)))
+    return [Sample(i, image, mask_index[i], skins.get(i), "kim", mask_threshold=127) for i, image in matched.items()]
+
+
+def vanijan_samples(root: str | Path, images: str | Path) -> list[Sample]:
+    """vanijan: wrinkles/finalNNNNN.bmp crops with their limits in wrinkles/crop_limits.npy."""
+    wrinkles = Path(root) / "wrinkles"
+    limits_path = wrinkles / "crop_limits.npy"
+    if not limits_path.is_file():
+        raise DataError(f"{limits_path}: crop limits not found")
+    limits = np.load(limits_path, allow_pickle=False)
+    if limits.ndim != 2 or limits.shape[1] != 5:
+        raise DataError(f"{limits_path}: expected rows [image_number, min_h, max_h, min_w, max_w], got shape {limits.shape}")
+    crops = {f"{int(row[0]):05d}": tuple(int(v) for v in row[1:]) for row in limits}
+    masks = {p.stem.removeprefix("final"): p for p in sorted(wrinkles.glob("final*.bmp"))}
+    _report(f"vanijan: masks without crop limits in {limits_path}, left out", sorted(set(masks) - set(crops)))
+    masks = {i: p for i, p in masks.items() if i in crops}
+    matched = _with_images("vanijan", masks, images, wrinkles)
+    return [Sample(i, image, masks[i], None, "vanijan", mask_crop=crops[i]) for i, image in matched.items()]
 
 
 def source_samples(src: "SourceConfig", image_size: int) -> list[Sample]:
@@ -118,4 +171,8 @@ def source_samples(src: "SourceConfig", image_size: int) -> list[Sample]:
         return folder_samples(src.root, source="folder")
     if src.kind == "ffhq_wrinkle":
         return ffhq_wrinkle_samples(src.root, src.images, src.masks, tuple(src.skin_classes))
+    if src.kind == "kim":
+        return kim_samples(src.root, src.images)
+    if src.kind == "vanijan":
+        return vanijan_samples(src.root, src.images)
     raise KeyError(f"data.sources kind {src.kind!r}; valid: {', '.join(SOURCE_KINDS)}")

@@ -48,3 +48,24 @@ def dilate_mask(mask: np.ndarray, kernel_size: int) -> np.ndarray:
     if kernel_size <= 1:
         return mask
     return cv2.dilate(mask.astype(np.uint8), np.ones((kernel_size, kernel_size), np.uint8)).astype(mask.dtype)
+
+
+def wrinkle_patch(
+    image: np.ndarray, mask: np.ndarray, skin: np.ndarray, size: int, wrinkle_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A size x size crop of image and masks; with probability `wrinkle_fraction` it is centred (with
+    jitter) on a random wrinkle pixel, otherwise placed uniformly. Wrinkles cover ~1 % of a face, so
+    uniform crops would mostly teach the model that there is nothing to find."""
+    height, width = mask.shape
+    if size >= height and size >= width:
+        return image, mask, skin
+    if wrinkle_fraction > 0 and rng.random() < wrinkle_fraction and mask.any():
+        ys, xs = np.nonzero(mask)
+        k = rng.integers(len(ys))
+        jitter = rng.integers(-size // 4, size // 4 + 1, size=2)
+        top, left = ys[k] - size // 2 + jitter[0], xs[k] - size // 2 + jitter[1]
+    else:
+        top, left = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
+    top, left = int(np.clip(top, 0, height - size)), int(np.clip(left, 0, width - size))
+    window = (slice(top, top + size), slice(left, left + size))
+    return image[window], mask[window], skin[window]

@@ -1,0 +1,73 @@
+"""On-disk cache of decoded samples at the training resolution.
+
+Each sample becomes one uncompressed .npy (H x W x 5 uint8: RGB, wrinkle mask, skin mask), named by a
+hash of everything that determines it: the source files' paths, sizes and modification times, the
+mask rules and the resolution. A changed file or size gives a new name, so stale entries are never
+read; they can be deleted at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from data.decode import load_sample
+from data.sources import Sample
+
+CACHE_VERSION = 1
+
+
+def _stat(path: Path | None) -> list | None:
+    if path is None:
+        return None
+    info = path.stat()
+    return [str(path.resolve()), info.st_size, info.st_mtime_ns]
+
+
+def cache_key(sample: Sample, size: int) -> str:
+    """A name that changes whenever the sample's files, mask rules or the resolution change."""
+    description = {
+        "version": CACHE_VERSION,
+        "size": size,
+        "image": _stat(sample.image),
+        "mask": _stat(sample.mask),
+        "face_mask": _stat(sample.face_mask),
+        "skin_classes": list(sample.skin_classes),
+        "mask_threshold": sample.mask_threshold,
+        "mask_crop": list(sample.mask_crop) if sample.mask_crop else None,
+    }
+    return hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()
+
+
+def pack(image: np.ndarray, mask: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    return np.concatenate([image, mask[..., None].astype(np.uint8), skin[..., None].astype(np.uint8)], axis=2)
+
+
+def unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return packed[..., :3], packed[..., 3].astype(bool), packed[..., 4].astype(bool)
+
+
+def cached_path(cache_dir: Path, sample: Sample, size: int) -> Path:
+    key = cache_key(sample, size)
+    return cache_dir / key[:2] / f"{key}.npy"
+
+
+def ensure_cached(cache_dir: Path, sample: Sample, size: int) -> Path:
+    """The cache file of `sample`, decoding and writing it (atomically) when it is not there yet."""
+    path = cached_path(cache_dir, sample, size)
+    if not path.is_file():
+        packed = pack(*load_sample(sample, size))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as handle:
+            np.save(handle, packed, allow_pickle=False)
+        os.replace(tmp, path)
+    return path
+
+
+def read_cached(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return unpack(np.load(path, allow_pickle=False))

@@ -1,0 +1,70 @@
+"""Decoding one sample into arrays at the training resolution, applying its source's mask rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data.image_io import ImageReadError, read_binary_mask, read_rgb, resize_mask, resize_rgb
+from data.sources import FFHQ_FRAME, Sample
+
+
+def _fit_to_image(mask: np.ndarray, path: Path, what: str, height: int, width: int, thin: bool = True) -> np.ndarray:
+    """A mask at the image's size: same size as is, same aspect ratio resized, else an error."""
+    if mask.shape == (height, width):
+        return mask
+    if mask.shape[0] * width != mask.shape[1] * height:
+        raise ImageReadError(f"{path}: {what} is {mask.shape[1]}x{mask.shape[0]}, another aspect ratio than the {width}x{height} image")
+    return resize_mask(mask, height, width, thin)
+
+
+def read_skin_from_labels(path: Path, skin_classes: tuple[int, ...]) -> np.ndarray:
+    """Skin mask from a face-parsing label map (.npy of class ids)."""
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ImageReadError(f"{path}: not a readable label map ({err})") from err
+    if labels.ndim != 2:
+        raise ImageReadError(f"{path}: label map must be 2-D, got shape {labels.shape}")
+    return np.isin(labels, skin_classes)
+
+
+def read_cropped_mask(path: Path, crop: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A crop mask placed into the FFHQ frame, and the crop rectangle (the annotated region)."""
+    min_h, max_h, min_w, max_w = crop
+    crop_mask = read_binary_mask(path, threshold=0)  # 1-bit and palette BMPs: any non-black is wrinkle
+    if crop_mask.shape != (max_h - min_h, max_w - min_w):
+        raise ImageReadError(f"{path}: crop is {crop_mask.shape[1]}x{crop_mask.shape[0]}, its limits say {max_w - min_w}x{max_h - min_h}")
+    if min_h < 0 or min_w < 0 or max_h > FFHQ_FRAME or max_w > FFHQ_FRAME:
+        raise ImageReadError(f"{path}: crop limits {crop} fall outside the {FFHQ_FRAME}px FFHQ frame")
+    mask = np.zeros((FFHQ_FRAME, FFHQ_FRAME), bool)
+    region = np.zeros((FFHQ_FRAME, FFHQ_FRAME), bool)
+    mask[min_h:max_h, min_w:max_w] = crop_mask
+    region[min_h:max_h, min_w:max_w] = True
+    return mask, region
+
+
+def load_sample(sample: Sample, size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one sample: RGB uint8 image, boolean wrinkle mask and skin mask, at size x size
+    (or the image's own size with `size` None). Errors name the file."""
+    image = read_rgb(sample.image)
+    height, width = image.shape[:2]
+    skin = np.ones((height, width), bool)
+    if sample.mask is None:
+        mask = np.zeros((height, width), bool)
+    elif sample.mask_crop is not None:
+        mask, region = read_cropped_mask(sample.mask, sample.mask_crop)
+        mask = _fit_to_image(mask, sample.mask, "the FFHQ frame", height, width)
+        skin &= _fit_to_image(region, sample.mask, "the FFHQ frame", height, width, thin=False)
+    else:
+        mask = _fit_to_image(read_binary_mask(sample.mask, sample.mask_threshold), sample.mask, "mask", height, width)
+    if sample.face_mask is not None:
+        if sample.face_mask.suffix == ".npy":
+            face = read_skin_from_labels(sample.face_mask, sample.skin_classes)
+        else:
+            face = read_binary_mask(sample.face_mask)
+        skin &= _fit_to_image(face, sample.face_mask, "face mask", height, width, thin=False)
+    if size is None:
+        return image, mask, skin
+    return resize_rgb(image, size, size), resize_mask(mask, size, size), resize_mask(skin, size, size, thin=False)
