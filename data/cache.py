@@ -1,6 +1,7 @@
 """On-disk cache of decoded samples at the training resolution.
 
-Each sample becomes one uncompressed .npy (H x W x 5 uint8: RGB, wrinkle mask, skin mask), named by a
+Each sample becomes one uncompressed .npy (5H x W uint8: the RGB image's bytes, then the wrinkle mask,
+then the skin mask, so reading it back needs no copy), named by a
 hash of everything that determines it: the source files' paths, sizes and modification times, the
 mask rules and the resolution. A changed file or size gives a new name, so stale entries are never
 read; they can be deleted at any time.
@@ -18,7 +19,7 @@ import numpy as np
 from data.decode import load_sample
 from data.sources import Sample
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _stat(path: Path | None) -> list | None:
@@ -44,11 +45,15 @@ def cache_key(sample: Sample, size: int) -> str:
 
 
 def pack(image: np.ndarray, mask: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    return np.concatenate([image, mask[..., None].astype(np.uint8), skin[..., None].astype(np.uint8)], axis=2)
+    """One 5H x W uint8 array: the H x W x 3 image's bytes as 3H rows, the wrinkle mask, the skin mask (0/1)."""
+    height, width = mask.shape
+    return np.concatenate([np.ascontiguousarray(image).reshape(3 * height, width), mask.astype(np.uint8), skin.astype(np.uint8)])
 
 
 def unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return packed[..., :3], packed[..., 3].astype(bool), packed[..., 4].astype(bool)
+    """RGB image (H x W x 3) and uint8 0/1 wrinkle and skin masks: contiguous views, no copy."""
+    height, width = packed.shape[0] // 5, packed.shape[1]
+    return packed[: 3 * height].reshape(height, width, 3), packed[3 * height : 4 * height], packed[4 * height :]
 
 
 def cached_path(cache_dir: Path, sample: Sample, size: int) -> Path:

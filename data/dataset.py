@@ -11,11 +11,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.cache import ensure_cached, read_cached
+import cv2
+
+from data.cache import ensure_cached, pack, read_cached, unpack
 from data.decode import load_sample
 from data.image_io import ImageReadError
-from data.sources import DataError, Sample, source_samples
-from data.splits import SPLITS, SplitReport, assign_splits, source_name
+from data.sources import DataError, Sample, configured_sources
+from data.splits import SPLITS, SplitReport, assign_splits
 from data.transforms import build_train_transform, dilate_mask, wrinkle_patch
 
 if TYPE_CHECKING:
@@ -65,8 +67,8 @@ class WrinkleDataset(Dataset):
             try:
                 if cache == "disk":
                     return ensure_cached(cache_dir, sample, image_size)
-                arrays = load_sample(sample, image_size)
-                return arrays if cache == "memory" else sample
+                packed = pack(*load_sample(sample, image_size))  # decoding also checks the files
+                return packed if cache == "memory" else sample
             except (ImageReadError, OSError) as err:
                 log.warning("skipped %s: %s", sample.id, err)
                 return None
@@ -83,13 +85,13 @@ class WrinkleDataset(Dataset):
         return len(self.samples)
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image, wrinkle mask and skin mask of sample `index` at the training resolution, unaugmented."""
+        """Image, wrinkle mask and skin mask (uint8, 0/1) of sample `index` at the training resolution."""
         entry = self.entries[index]
         if self.cache == "disk":
             return read_cached(entry)
         if self.cache == "memory":
-            return entry
-        return load_sample(entry, self.image_size)
+            return unpack(entry)
+        return unpack(pack(*load_sample(entry, self.image_size)))
 
     def reseed(self, seed: int) -> None:
         """New random streams for augmentation and patch positions (per epoch, per worker)."""
@@ -100,25 +102,24 @@ class WrinkleDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image, mask, skin = self.arrays(index)
         if self.zero_non_skin:
-            image = image * skin[..., None]
+            image = cv2.bitwise_and(image, image, mask=skin)  # ~20x faster than image * skin[..., None]
         if self.patch_size:
             image, mask, skin = wrinkle_patch(image, mask, skin, self.patch_size, self.patch_wrinkle_fraction, self.rng)
         if self.transform is not None:
-            out = self.transform(image=image, masks=[mask.astype(np.uint8), skin.astype(np.uint8)])
+            out = self.transform(image=image, masks=[mask, skin])
             image, (mask, skin) = out["image"], out["masks"]
         mask = dilate_mask(mask, self.mask_dilation)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None],
-            "face_mask": torch.from_numpy(np.ascontiguousarray(skin, dtype=np.uint8))[None],
+            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),  # collation copies once
+            "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
+            "face_mask": torch.from_numpy(np.ascontiguousarray(skin))[None],
             "id": self.samples[index].id,
         }
 
 
 def split_samples_with_report(cfg: "Config") -> tuple[dict[str, list[Sample]], SplitReport]:
     """All configured sources' samples, merged by id and divided into train / val / test."""
-    sources = [(source_name(i, src.kind), source_samples(src, cfg.data.image_size)) for i, src in enumerate(cfg.data.sources)]
-    return assign_splits(sources, cfg.data.split)
+    return assign_splits(configured_sources(cfg.data), cfg.data.split)
 
 
 def split_samples(cfg: "Config") -> dict[str, list[Sample]]:

@@ -14,7 +14,7 @@ Layouts, exactly as published:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from data.image_io import IMAGE_SUFFIXES, list_images
 from data.synthetic import write_synthetic_dataset
 
 if TYPE_CHECKING:
-    from config import SourceConfig
+    from config import DataConfig, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +176,13 @@ def source_samples(src: "SourceConfig", image_size: int) -> list[Sample]:
     if src.kind == "vanijan":
         return vanijan_samples(src.root, src.images)
     raise KeyError(f"data.sources kind {src.kind!r}; valid: {', '.join(SOURCE_KINDS)}")
+
+
+def configured_sources(cfg: "DataConfig") -> list[tuple[str, list[Sample]]]:
+    """(name, samples) of every configured source, in order; names are "<index>:<kind>" and each
+    sample's `source` is set to its source's name."""
+    named = []
+    for index, src in enumerate(cfg.sources):
+        name = f"{index}:{src.kind}"
+        named.append((name, [replace(s, source=name) for s in source_samples(src, cfg.image_size)]))
+    return named

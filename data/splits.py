@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,14 +154,3 @@ def assign_splits(sources: list[tuple[str, list[Sample]]], cfg: "SplitConfig") -
     check_no_leak(splits)
     report.sizes = {split: len(members) for split, members in splits.items()}
     return splits, report
-
-
-def source_name(index: int, kind: str) -> str:
-    return f"{index}:{kind}"
-
-
-def group_by_source(samples: list[Sample]) -> dict[str, list[Sample]]:
-    grouped: dict[str, list[Sample]] = defaultdict(list)
-    for sample in samples:
-        grouped[sample.source].append(sample)
-    return dict(grouped)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from config import load_config
-from data.dataset import WrinkleDataset, build_dataset, load_sample, make_loader, split_samples
+from data.dataset import WrinkleDataset, build_dataset, make_loader, split_samples
+from data.decode import load_sample
 from data.image_io import ImageReadError, read_binary_mask, read_rgb, resize_mask, write_png
 from data.sources import DataError, Sample, ffhq_wrinkle_samples, folder_samples
 from data.splits import split_ids
@@ -97,7 +98,8 @@ def test_splits_are_disjoint_deterministic_and_order_free():
 def test_train_is_augmented_and_dilated_evaluation_is_not(tmp_path):
     root = _folder(tmp_path, n=6, size=64)
     cfg = load_config(None, [f"data.sources.0.kind=folder", f"data.sources.0.root={root}", "data.image_size=64",
-                             "data.train_mask_dilation=3", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2"])
+                             "data.train_mask_dilation=3", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2",
+                             f"data.cache_dir={tmp_path / 'cache'}"])
     splits = split_samples(cfg)
     train, val = build_dataset(cfg, "train", splits["train"]), build_dataset(cfg, "val", splits["val"])
     assert val.transform is None and val.mask_dilation == 0
