@@ -16,6 +16,8 @@ def test_shipped_configs_load():
     assert full.data.image_size == 512 and full.data.train_mask_dilation == 3 and full.train.amp == "off"
     quick = load_config(PROJECT_ROOT / "configs" / "quickstart.yaml")
     assert quick.data.sources[0].kind == "synthetic" and quick.model.encoder_weights is None
+    combined = load_config(PROJECT_ROOT / "configs" / "ffhq_wrinkle_kim.yaml")
+    assert [s.kind for s in combined.data.sources] == ["ffhq_wrinkle", "kim"] and combined.data.split.method == "files"
 
 
 def test_overrides_apply_with_types():

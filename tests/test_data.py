@@ -157,3 +157,42 @@ def test_ffhq_wrinkle_layout(tmp_path, caplog):
     assert skin[:, :24].all() and not skin[:, 24:].any()  # skin + nose, upscaled 2x; the eye excluded
     only_skin = load_sample(Sample(**{**samples[1].__dict__, "skin_classes": (1,)}), 64)[2]
     assert only_skin[:, :16].all() and not only_skin[:, 16:].any()
+
+
+def test_geometric_augmentation_moves_image_and_masks_together(tmp_path):
+    image = np.full((96, 96, 3), 200, np.uint8)
+    mask = np.zeros((96, 96), np.uint8)
+    mask[40:43, 10:86] = 1
+    image[mask.astype(bool)] = 20  # the wrinkle is exactly the dark line
+    write_png(tmp_path / "images" / "a.png", image)
+    write_png(tmp_path / "masks" / "a.png", mask * 255)
+    cfg = load_config(None, ["data.augment.affine_p=1.0", "data.augment.hflip_p=0.5", "data.augment.clahe_p=0", "data.augment.noise_p=0", "data.augment.blur_p=0"])
+    dataset = WrinkleDataset(folder_samples(tmp_path), 96, transform=build_train_transform(cfg.data.augment, seed=1), zero_non_skin=False)
+    for _ in range(5):
+        item = dataset[0]
+        gray = item["image"].float().mean(0)
+        on_line = item["mask"][0].bool()
+        assert on_line.any() and gray[on_line].mean() < 80  # mask pixels are still on the dark line
+        assert (gray[~on_line & (gray > 0)] > 100).float().mean() > 0.95
+
+
+def test_skin_masking_options(tmp_path):
+    root = _folder(tmp_path, n=1, size=32)
+    sample = folder_samples(root)[0]
+    kept = WrinkleDataset([sample], 32, zero_non_skin=False)[0]
+    zeroed = WrinkleDataset([sample], 32, zero_non_skin=True)[0]
+    skin = zeroed["face_mask"][0].bool()
+    assert (zeroed["image"][:, ~skin] == 0).all() and (kept["image"][:, ~skin] != 0).any()
+    assert torch.equal(kept["image"][:, skin], zeroed["image"][:, skin])
+    assert torch.equal(kept["face_mask"], zeroed["face_mask"])  # the skin mask travels with the sample either way
+
+
+def test_augmentation_is_strict_and_patches_are_for_training_only(tmp_path):
+    cfg = load_config(None, ["data.patch_size=32", f"data.cache_dir={tmp_path / 'cache'}"])
+    assert build_train_transform(cfg.data.augment).strict
+    root = _folder(tmp_path, n=6, size=64)
+    cfg = load_config(None, ["data.sources.0.kind=folder", f"data.sources.0.root={root}", "data.image_size=64", "data.patch_size=32",
+                             "data.split.val_fraction=0.2", "data.split.test_fraction=0.2", f"data.cache_dir={tmp_path / 'cache'}"])
+    splits = split_samples(cfg)
+    assert build_dataset(cfg, "train", splits["train"])[0]["image"].shape == (3, 32, 32)
+    assert build_dataset(cfg, "val", splits["val"])[0]["image"].shape == (3, 64, 64)

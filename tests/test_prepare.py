@@ -1,0 +1,143 @@
+"""data.prepare against a local stand-in for the remote: a loopback HTTP server with Range support."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import threading
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data import prepare
+from data.fetch import FetchError, direct_url, fetch
+from data.sources import ffhq_wrinkle_samples, kim_samples
+
+IDS = ["00002", "01500"]
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder, honouring `Range: bytes=N-` like Google Drive and most servers do."""
+
+    requests: list[tuple[str, str | None]] = []
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        RangeHandler.requests.append((self.path, self.headers.get("Range")))
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def remote(tmp_path, monkeypatch):
+    """A mirror laid out like the remote: release zips, ffhq-dataset-v2.json, FFHQ images by path."""
+    site = tmp_path / "site"
+    metadata = {}
+    for sample_id in IDS:
+        image = np.full((32, 32, 3), int(sample_id) % 200, np.uint8)
+        ok, encoded = cv2.imencode(".png", image)
+        data = encoded.tobytes()
+        rel = f"images1024x1024/{int(sample_id) // 1000 * 1000:05d}/{sample_id}.png"
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+        metadata[str(int(sample_id))] = {"image": {"file_url": f"https://example.invalid/{rel}", "file_path": rel, "file_size": len(data), "file_md5": hashlib.md5(data).hexdigest()}}
+    (site / "test_file_lists.txt").write_text("01500\n")
+    json_bytes = json.dumps(metadata).encode()
+    (site / "ffhq-dataset-v2.json").write_bytes(json_bytes)
+    monkeypatch.setattr(prepare, "FFHQ_JSON_SPEC", {**prepare.FFHQ_JSON_SPEC, "file_size": len(json_bytes), "file_md5": hashlib.md5(json_bytes).hexdigest()})
+
+    def zip_of(name, files):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as bundle:
+            for member, payload in files.items():
+                bundle.writestr(member, payload)
+        (site / name).write_bytes(buffer.getvalue())
+
+    mask = np.zeros((32, 32), np.uint8)
+    mask[5, 3:20] = 255
+    png = cv2.imencode(".png", mask)[1].tobytes()
+    labels = io.BytesIO()
+    np.save(labels, np.ones((16, 16), np.uint8))
+    zip_of("manual_wrinkle_masks.zip", {f"manual_wrinkle_masks/{i}.png": png for i in IDS} | {"__MACOSX/._x": b"junk"})
+    zip_of("face_parsed_labels.zip", {f"face_parsed_labels/{i}.npy": labels.getvalue() for i in IDS})
+    zip_of("kim.zip", {f"wrinkle_dataset/wrinkle_masks/{i}.png": png for i in IDS} | {f"wrinkle_dataset/skin_masks/{i}.png": png for i in IDS})
+
+    RangeHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: RangeHandler(*a, directory=str(site), **k))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield site, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_ffhq_wrinkle_is_fetched_verified_and_laid_out(remote, tmp_path):
+    site, url = remote
+    root = tmp_path / "ffhq-wrinkle"
+    assert prepare.main(["ffhq-wrinkle", "--root", str(root), "--mirror", url]) == 0
+    samples = ffhq_wrinkle_samples(root, root / "images1024x1024")
+    assert [s.id for s in samples] == IDS and all(s.face_mask is not None for s in samples)
+    assert (root / "test_file_lists.txt").read_text() == "01500\n"
+    assert (root / "images1024x1024" / "01000" / "01500.png").read_bytes() == (site / "images1024x1024" / "01000" / "01500.png").read_bytes()
+    assert not list(root.rglob("*.part")) and not (root / "manual_wrinkle_masks" / "._x").exists()
+    # a second run fetches nothing again
+    before = len(RangeHandler.requests)
+    assert prepare.main(["ffhq-wrinkle", "--root", str(root), "--mirror", url]) == 0
+    assert len(RangeHandler.requests) == before
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(remote, tmp_path):
+    site, url = remote
+    rel = "images1024x1024/01000/01500.png"
+    data = (site / rel).read_bytes()
+    dest = tmp_path / "01500.png"
+    (tmp_path / "01500.png.part").write_bytes(data[:40])  # what an interrupted run left
+    fetch(f"{url}/{rel}", dest, len(data), hashlib.md5(data).hexdigest())
+    assert dest.read_bytes() == data
+    assert (f"/{rel}", "bytes=40-") in RangeHandler.requests
+
+
+def test_a_download_that_does_not_verify_is_deleted_and_named(remote, tmp_path):
+    _, url = remote
+    with pytest.raises(FetchError, match="01500.png: MD5"):
+        fetch(f"{url}/images1024x1024/01000/01500.png", tmp_path / "01500.png", md5="0" * 32)
+    assert not (tmp_path / "01500.png").exists() and not (tmp_path / "01500.png.part").exists()
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch(f"{url}/nothing.png", tmp_path / "nothing.png")
+
+
+def test_kim_from_a_local_zip(remote, tmp_path):
+    site, url = remote
+    root = tmp_path / "kim"
+    assert prepare.main(["kim", "--zip", str(site / "kim.zip"), "--root", str(root), "--mirror", str(site)]) == 0
+    samples = kim_samples(root, root / "images1024x1024")
+    assert [s.id for s in samples] == IDS and all(s.face_mask is not None for s in samples)
+
+
+def test_google_drive_links_use_the_direct_endpoint():
+    assert direct_url("https://drive.google.com/uc?id=ABC") == "https://drive.usercontent.google.com/download?id=ABC&export=download&confirm=t"
+    assert direct_url("https://drive.google.com/file/d/XYZ/view?usp=sharing").startswith("https://drive.usercontent.google.com/download?id=XYZ")
+    assert direct_url("https://example.org/a.zip") == "https://example.org/a.zip"
