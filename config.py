@@ -145,6 +145,7 @@ class TrainConfig:
 class EvalConfig:
     threshold: float = 0.5
     region: Literal["skin", "image"] = "skin"  # pixels the metrics are computed on
+    tolerance_px: int = 2  # for tolerant precision/recall/F1: annotators disagree by a few pixels
     batch_size: int = 4
 
 
@@ -372,6 +373,7 @@ def validate(cfg: Config) -> None:
     require(cfg.train.batch_size > 0, "train.batch_size: must be positive")
     require(cfg.eval.batch_size > 0, "eval.batch_size: must be positive")
     require(0 < cfg.eval.threshold < 1, "eval.threshold: must be in (0, 1)")
+    require(cfg.eval.tolerance_px >= 0, "eval.tolerance_px: must be >= 0")
     require(0 < cfg.scheduler.factor < 1, "scheduler.factor: must be in (0, 1)")
     expected_mode = "min" if cfg.scheduler.monitor == "val_loss" else "max"
     require(cfg.scheduler.mode == expected_mode, f"scheduler.mode: {cfg.scheduler.monitor} needs mode {expected_mode}")

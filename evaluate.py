@@ -1,11 +1,14 @@
 """Score a checkpoint on a data split.
 
     python evaluate.py --checkpoint runs/NAME/checkpoints/best.pt --output runs/NAME/eval
-    python evaluate.py --checkpoint best.pt --output eval --config config.yaml --split test --threshold auto
+    python evaluate.py --checkpoint best.pt --output eval --config config.yaml --split test --threshold auto --tta hflip
+    python evaluate.py --baseline ridge --config configs/quickstart.yaml --output eval_ridge
 
 Writes OUTPUT/metrics.json (every figure with its definition), OUTPUT/per_image.csv, roc.png, pr.png,
 threshold.png and overlays/ of the best and worst images. The data comes from the checkpoint's own
 config unless --config or key=value overrides say otherwise; the model always comes from the checkpoint.
+--baseline ridge scores a classical ridge filter under the same protocol instead, its threshold chosen
+on the validation split.
 """
 
 from __future__ import annotations
@@ -19,23 +22,31 @@ from cli import EXIT_OK, run_cli, setup_logging
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a .pt written by train.py")
+    parser.add_argument("--checkpoint", help="a .pt written by train.py (required unless --baseline)")
     parser.add_argument("--output", required=True, help="folder for metrics.json, per_image.csv and pictures")
     parser.add_argument("--config", help="YAML config for the data to score (default: the checkpoint's)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
     parser.add_argument("--threshold", help="a probability, or 'auto' for the threshold chosen on validation (default: eval.threshold)")
+    parser.add_argument("--tta", default="none", choices=["none", "hflip"], help="hflip: average with the mirrored prediction")
+    parser.add_argument("--baseline", choices=["ridge"], help="score a classical baseline instead of a checkpoint")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.region=image")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.checkpoint and not args.baseline:
+        parser.error("--checkpoint is required (or --baseline ridge with --config)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from evaluation import evaluate_checkpoint
+    from evaluation import evaluate_baseline, evaluate_checkpoint
 
-    report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold)
-    headline = {k: round(report[k], 4) for k in ("iou", "dice", "precision", "recall", "auc", "per_image_iou")}
+    if args.baseline:
+        report = evaluate_baseline(args.output, args.config, args.overrides, args.split, args.checkpoint)
+    else:
+        report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta)
+    headline = {k: round(report[k], 4) for k in ("iou", "dice", "precision", "recall", "auc", "tolerant_f1", "cldice", "per_image_iou")}
     print(json.dumps({"n_images": report["n_images"], "threshold": round(report["threshold"], 4), **headline}), file=sys.stderr)
     print(args.output)
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""Scoring a checkpoint on a data split: metrics.json, per_image.csv, curves and overlays."""
+"""Scoring a checkpoint (or the ridge baseline) on a data split: metrics.json, per_image.csv, pictures."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+from baseline import RidgeBaseline
 from config import Config, ConfigError, config_to_dict, load_config
-from data.dataset import build_dataset, make_loader
+from data.dataset import WrinkleDataset, build_dataset, make_loader
 from data.image_io import write_png
-from inference import load_model, predict_probs, resolve_device, score_loader
+from inference import Predictor, load_model, model_predictor, resolve_device, score_loader
+from metrics import SegmentationMeter
 from visualize import overlay, plot_curves
 
 log = logging.getLogger(__name__)
 
 N_OVERLAYS = 3  # best and worst images each
+PER_IMAGE_COLUMNS = ["id", "iou", "dice", "precision", "recall", "tolerant_precision", "tolerant_recall", "tolerant_f1", "cldice", "tp", "fp", "fn", "tn"]
 
 
 def resolve_threshold(threshold: str | float | None, checkpoint_threshold: float | None, cfg: Config) -> float:
@@ -41,17 +44,48 @@ def resolve_threshold(threshold: str | float | None, checkpoint_threshold: float
 def definitions(cfg: Config, threshold: float) -> dict[str, str]:
     """What each figure in metrics.json means, written beside the figures."""
     region = "face skin pixels only (the sample's skin mask)" if cfg.eval.region == "skin" else "every pixel of the image"
+    k = cfg.eval.tolerance_px
     return {
         "region": region,
         "positive_pixel": f"wrinkle probability >= {threshold:.4f}",
-        "pooled": "iou, dice, precision, recall: counts summed over all images, then the ratio (micro)",
+        "pooled": "iou, dice, precision, recall, tolerant_*, cldice: counts summed over all images, then the ratio (micro)",
         "per_image": "per_image_*: the ratio per image, then the mean over images (macro)",
         "empty_masks": "an image with no wrinkle pixels and none predicted scores 1.0 on every per-image ratio; "
         "a ratio whose denominator is 0 while the image has errors scores 0.0",
+        "tolerant_precision": f"share of predicted pixels within {k} px (Euclidean) of a true wrinkle pixel",
+        "tolerant_recall": f"share of true wrinkle pixels within {k} px of a predicted pixel",
+        "tolerant_f1": "harmonic mean of tolerant precision and recall",
+        "cldice": "centerline Dice (Shit et al. 2021): skeleton of prediction inside truth vs skeleton of truth inside prediction",
         "auc": "ROC-AUC over the region's pixels, from a 10,000-bin score histogram (ties within a bin get half credit)",
         "average_precision": "area under the precision-recall curve, scikit-learn's step definition, same histogram",
-        "best_threshold": "threshold maximizing pooled Dice on THIS split (for information; never use a test split's value)",
-        "ground_truth": "the original masks, never dilated",
+        "best_threshold": "threshold maximizing pooled Dice on THIS split (for information; never choose a threshold on test)",
+        "ground_truth": "the original masks, never dilated; evaluation images are never augmented",
+    }
+
+
+def _write_report(output_dir: Path, report: dict, meter: SegmentationMeter, dataset: WrinkleDataset, predictor: Predictor, cfg: Config) -> dict:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report["definitions"] = definitions(cfg, report["threshold"])
+    report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    rows = meter.per_image()
+    with open(output_dir / "per_image.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_curves(meter.histogram, output_dir, report["threshold"])
+    write_overlays(predictor, dataset, rows, output_dir / "overlays", cfg, report["threshold"])
+    return report
+
+
+def _describe_data(cfg: Config, split: str, dataset: WrinkleDataset) -> dict:
+    return {
+        "split": split,
+        "region": cfg.eval.region,
+        "tolerance_px": cfg.eval.tolerance_px,
+        "data_sources": [f"{s.kind}:{Path(s.root).resolve()}" for s in cfg.data.sources],
+        "image_size": cfg.data.image_size,
+        "skipped_files": dataset.skipped,
     }
 
 
@@ -62,55 +96,79 @@ def evaluate_checkpoint(
     overrides: list[str] | None = None,
     split: str = "test",
     threshold: str | float | None = None,
+    tta: str = "none",
 ) -> dict:
     """Score `checkpoint` on `split` of the data its config (or `config_path` + overrides) describes."""
-    output_dir = Path(output_dir)
     device = resolve_device("auto")
     model, ckpt_cfg, state = load_model(checkpoint, device)
     cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg))
     if cfg.data.image_size != ckpt_cfg.data.image_size:
         log.warning("evaluating at %d px; the model was trained at %d px", cfg.data.image_size, ckpt_cfg.data.image_size)
     used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg)
-
     dataset = build_dataset(cfg, split)
     loader = make_loader(dataset, cfg.eval.batch_size, False, cfg.data.num_workers, cfg.experiment.seed)
     log.info("evaluating %s on %d %s images at threshold %.4f", checkpoint, len(dataset), split, used_threshold)
-    results, meter = score_loader(model, loader, device, cfg, threshold=used_threshold, desc=f"evaluate {split}")
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    rows = meter.per_image()
+    predictor = model_predictor(model, device, cfg.train.amp, cfg.train.channels_last, tta)
+    results, meter = score_loader(predictor, loader, device, cfg, threshold=used_threshold, desc=f"evaluate {split}")
     report = {
         **results,
         "threshold": used_threshold,
-        "region": cfg.eval.region,
-        "split": split,
-        "checkpoint": str(Path(checkpoint).resolve()),
+        **_describe_data(cfg, split, dataset),
+        "model": f"checkpoint {Path(checkpoint).resolve()}",
         "checkpoint_epoch": state.get("epoch"),
-        "data_sources": [f"{s.kind}:{Path(s.root).resolve()}" for s in cfg.data.sources],
-        "image_size": cfg.data.image_size,
-        "skipped_files": dataset.skipped,
-        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "definitions": definitions(cfg, used_threshold),
+        "tta": tta,
     }
-    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    with open(output_dir / "per_image.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["id", "iou", "dice", "precision", "recall", "tp", "fp", "fn", "tn"])
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_curves(meter.histogram, output_dir, used_threshold)
-    write_overlays(model, dataset, rows, output_dir / "overlays", device, cfg, used_threshold)
-    return report
+    return _write_report(Path(output_dir), report, meter, dataset, predictor, cfg)
 
 
-def write_overlays(model, dataset, rows: list[dict], out_dir: Path, device, cfg: Config, threshold: float) -> None:
+def evaluate_baseline(
+    output_dir: str | Path,
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    split: str = "test",
+    checkpoint: str | Path | None = None,
+) -> dict:
+    """Score the ridge baseline on `split`, its threshold chosen on the validation split (best pooled F1)."""
+    if checkpoint is not None:
+        _, ckpt_cfg, _ = load_model(checkpoint, resolve_device("cpu"))
+        cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg))
+    elif config_path is not None:
+        cfg = load_config(config_path, overrides or [])
+    else:
+        raise ConfigError("--baseline needs --config (or --checkpoint) to know which data to score")
+    device = resolve_device("cpu")
+    baseline = RidgeBaseline(cfg.data.image_size)
+
+    def predictor(batch: dict):
+        return None, baseline(batch["image"], batch["face_mask"])
+
+    val = build_dataset(cfg, "val")
+    _, val_meter = score_loader(predictor, make_loader(val, cfg.eval.batch_size, False, 0, 0), device, cfg, desc="baseline threshold on val")
+    chosen, val_dice = val_meter.histogram.best_threshold("dice")
+    chosen = max(chosen, 1.0 / val_meter.histogram.bins)  # a threshold of 0 would mark every pixel
+    log.info("ridge baseline: threshold %.4f chosen on %d validation images (pooled Dice %.4f)", chosen, len(val), val_dice)
+    dataset = build_dataset(cfg, split)
+    results, meter = score_loader(predictor, make_loader(dataset, cfg.eval.batch_size, False, 0, 0), device, cfg, threshold=chosen, desc=f"baseline {split}")
+    report = {
+        **results,
+        "threshold": chosen,
+        "threshold_chosen_on": f"val ({len(val)} images, pooled Dice {val_dice:.4f})",
+        **_describe_data(cfg, split, dataset),
+        "model": f"baseline: {baseline.describe()}",
+    }
+    return _write_report(Path(output_dir), report, meter, dataset, predictor, cfg)
+
+
+def write_overlays(predictor: Predictor, dataset: WrinkleDataset, rows: list[dict], out_dir: Path, cfg: Config, threshold: float) -> None:
     """Overlays (truth green, prediction red, overlap yellow) for the best and worst images by IoU."""
     order = sorted(range(len(rows)), key=lambda i: rows[i]["iou"])
     picks = {f"worst{n + 1}": i for n, i in enumerate(order[:N_OVERLAYS])}
     picks.update({f"best{n + 1}": i for n, i in enumerate(reversed(order[-N_OVERLAYS:]))})
     for tag, index in picks.items():
         item = dataset[index]
-        prob = predict_probs(model, item["image"][None], device, cfg.train.amp, cfg.train.channels_last)[0].cpu().numpy()
-        image = item["image"].numpy().transpose(1, 2, 0)
+        batch = {key: value[None] if hasattr(value, "shape") else [value] for key, value in item.items()}
+        prob = predictor(batch)[1][0].cpu().numpy()
+        image = item["image"].permute(1, 2, 0).numpy()
         truth = item["mask"][0].numpy().astype(bool)
         pred = prob >= threshold
         if cfg.eval.region == "skin":

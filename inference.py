@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -16,6 +16,8 @@ from tqdm import tqdm
 from checkpoint import checkpoint_config, load_checkpoint
 from config import Config
 from metrics import SegmentationMeter
+
+TTA_MODES = ("none", "hflip")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,19 +66,32 @@ def predict_probs(model: nn.Module, images: torch.Tensor, device: torch.device, 
     return torch.sigmoid(logits.float())[:, 0]
 
 
-def iterate_predictions(model: nn.Module, loader, device: torch.device, amp: str, channels_last: bool, desc: str) -> Iterator[tuple[dict, torch.Tensor, torch.Tensor]]:
-    """Yield (batch, logits, probs) for each batch of `loader`, in eval mode, with a progress bar."""
+Predictor = Callable[[dict], tuple["torch.Tensor | None", torch.Tensor]]  # batch -> (logits or None, probs N x H x W)
+
+
+def model_predictor(model: nn.Module, device: torch.device, amp: str = "off", channels_last: bool = False, tta: str = "none") -> Predictor:
+    """A predictor for `score_loader`: the model in eval mode, optionally averaged with its mirror image."""
+    if tta not in TTA_MODES:
+        raise KeyError(f"tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     model.eval()
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
+
+    @torch.no_grad()
+    def predict(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_model_input(batch["image"], device, channels_last)
+        with autocast(device, amp):
+            logits = model(x).float()
+        probs = torch.sigmoid(logits)[:, 0]
+        if tta == "hflip":
             with autocast(device, amp):
-                logits = model(to_model_input(batch["image"], device, channels_last))
-            logits = logits.float()
-            yield batch, logits, torch.sigmoid(logits)[:, 0]
+                mirrored = model(x.flip(-1)).float()
+            probs = (probs + torch.sigmoid(mirrored)[:, 0].flip(-1)) / 2
+        return logits, probs
+
+    return predict
 
 
 def score_loader(
-    model: nn.Module,
+    predictor: Predictor,
     loader,
     device: torch.device,
     cfg: Config,
@@ -84,18 +99,19 @@ def score_loader(
     threshold: float | None = None,
     desc: str = "validate",
 ) -> tuple[dict[str, float], SegmentationMeter]:
-    """Mean loss and all metrics of `model` over `loader`, on the configured region (skin or image)."""
-    meter = SegmentationMeter(threshold if threshold is not None else cfg.eval.threshold)
+    """Mean loss (when the predictor gives logits) and all metrics over `loader`, on the configured region."""
+    meter = SegmentationMeter(threshold if threshold is not None else cfg.eval.threshold, tolerance=cfg.eval.tolerance_px)
     total_loss, n_images = 0.0, 0
-    for batch, logits, probs in iterate_predictions(model, loader, device, cfg.train.amp, cfg.train.channels_last, desc):
+    for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
+        logits, probs = predictor(batch)
         target = batch["mask"].to(device)
         skin = batch["face_mask"].to(device)
         region = skin if cfg.eval.region == "skin" else None
-        if loss_fn is not None:
+        if loss_fn is not None and logits is not None:
             loss_region = skin if cfg.loss.region == "skin" else None
             total_loss += float(loss_fn(logits, target, loss_region)) * len(target)
             n_images += len(target)
-        meter.update(probs, target[:, 0].bool(), None if region is None else region[:, 0].bool(), batch["id"])
+        meter.update(probs.to(device), target[:, 0].bool(), None if region is None else region[:, 0].bool(), batch["id"])
     results = meter.compute()
     if loss_fn is not None:
         results["loss"] = total_loss / max(n_images, 1)

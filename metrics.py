@@ -8,7 +8,10 @@ Definitions (stated again in every metrics.json):
   to find and nothing predicted) the image scores 1.0; where only the denominator of precision or
   recall is zero but the image has errors, it scores 0.0;
 - ROC-AUC and average precision come from a fixed-size histogram of scores, so memory does not grow
-  with the number of pixels; scores in one bin count as ties.
+  with the number of pixels; scores in one bin count as ties;
+- thin-structure metrics: precision / recall / F1 with a tolerance of k pixels (a predicted pixel is
+  right when a true wrinkle pixel lies within Euclidean distance k, and vice versa), and centerline
+  Dice (clDice, Shit et al. 2021) on morphological skeletons.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 HISTOGRAM_BINS = 10_000
+THIN_COLUMNS = ("pred_near", "pred_total", "true_near", "true_total", "skel_pred_in_true", "skel_pred", "skel_true_in_pred", "skel_true")
 
 
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
@@ -32,6 +37,69 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, region: torch.Ten
     fn = (~pred & target & region).sum(1)
     tn = (~pred & ~target & region).sum(1)
     return torch.stack([tp, fp, fn, tn], dim=1).long()
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of N x H x W masks by a Euclidean disk of `radius` pixels."""
+    if radius <= 0:
+        return mask.bool()
+    offsets = torch.arange(-radius, radius + 1, device=mask.device, dtype=torch.float32)
+    disk = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2).float()[None, None]
+    hits = F.conv2d(mask.float()[:, None], disk, padding=radius)
+    return hits[:, 0] > 0.5
+
+
+def _erode(mask: torch.Tensor) -> torch.Tensor:
+    return -F.max_pool2d(-mask[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0.5
+
+
+def _dilate3(mask: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(mask[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0.5
+
+
+def skeleton(mask: torch.Tensor, max_iterations: int = 64) -> torch.Tensor:
+    """Morphological (Lantuejoul) skeleton of N x H x W masks with a 3x3 structuring element."""
+    current = mask.bool()
+    skel = torch.zeros_like(current)
+    for _ in range(max_iterations):
+        if not current.any():
+            break
+        opened = _dilate3(_erode(current))
+        skel |= current & ~opened
+        current = _erode(current)
+    return skel
+
+
+def thin_structure_counts(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None, tolerance: int = 2) -> torch.Tensor:
+    """Per-image counts (THIN_COLUMNS) for tolerance-aware precision/recall and clDice, N x 8 int64."""
+    pred, target = pred.bool(), target.bool()
+    if pred.dim() == 4:
+        pred, target = pred[:, 0], target[:, 0]
+    if region is not None:
+        region = region.bool()
+        region = region[:, 0] if region.dim() == 4 else region
+        pred, target = pred & region, target & region
+    near_target, near_pred = dilate(target, tolerance), dilate(pred, tolerance)
+    skel_pred, skel_target = skeleton(pred), skeleton(target)
+    flat = lambda x: x.flatten(1).sum(1)  # noqa: E731
+    return torch.stack(
+        [flat(pred & near_target), flat(pred), flat(target & near_pred), flat(target),
+         flat(skel_pred & target), flat(skel_pred), flat(skel_target & pred), flat(skel_target)],
+        dim=1,
+    ).long()
+
+
+def thin_scores_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Tolerant precision, recall, F1 and clDice for each row of THIN_COLUMNS counts (empty rule as above)."""
+    c = np.asarray(counts, dtype=np.int64).reshape(-1, 8)
+    nothing = (c[:, 1] == 0) & (c[:, 3] == 0)  # nothing to find and nothing predicted
+    precision = _ratio(c[:, 0], c[:, 1], nothing)
+    recall = _ratio(c[:, 2], c[:, 3], nothing)
+    f1 = _ratio(2 * precision * recall, precision + recall, nothing)
+    topo_precision = _ratio(c[:, 4], c[:, 5], nothing)
+    topo_sensitivity = _ratio(c[:, 6], c[:, 7], nothing)
+    cldice = _ratio(2 * topo_precision * topo_sensitivity, topo_precision + topo_sensitivity, nothing)
+    return {"tolerant_precision": precision, "tolerant_recall": recall, "tolerant_f1": f1, "cldice": cldice}
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, perfect: np.ndarray) -> np.ndarray:
@@ -126,23 +194,32 @@ class ScoreHistogram:
 class SegmentationMeter:
     """Accumulates per-image counts at a threshold and a score histogram, then reduces them."""
 
-    def __init__(self, threshold: float = 0.5, bins: int = HISTOGRAM_BINS):
+    def __init__(self, threshold: float = 0.5, bins: int = HISTOGRAM_BINS, tolerance: int = 2):
         self.threshold = threshold
+        self.tolerance = tolerance
         self.histogram = ScoreHistogram(bins)
         self.counts: list[np.ndarray] = []
+        self.thin_counts: list[np.ndarray] = []
         self.ids: list[str] = []
 
     def update(self, prob: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None, ids: list[str] | None = None) -> None:
         """Add a batch: `prob` (N x H x W or N x 1 x H x W), boolean `target` and `region` of the same shape."""
-        counts = confusion_counts(prob >= self.threshold, target, region)
+        pred = prob >= self.threshold
+        counts = confusion_counts(pred, target, region)
         self.counts.append(counts.cpu().numpy())
+        self.thin_counts.append(thin_structure_counts(pred, target, region, self.tolerance).cpu().numpy())
         self.histogram.update(prob, target, region)
         self.ids += list(ids) if ids is not None else [str(len(self.ids) + i) for i in range(len(counts))]
 
-    def per_image(self) -> list[dict]:
-        """One row per image: id, counts and the four scores."""
+    def _stacked(self) -> tuple[np.ndarray, np.ndarray]:
         counts = np.concatenate(self.counts) if self.counts else np.zeros((0, 4), np.int64)
-        scores = scores_from_counts(counts)
+        thin = np.concatenate(self.thin_counts) if self.thin_counts else np.zeros((0, 8), np.int64)
+        return counts, thin
+
+    def per_image(self) -> list[dict]:
+        """One row per image: id, counts, the strict scores and the thin-structure scores."""
+        counts, thin = self._stacked()
+        scores = {**scores_from_counts(counts), **thin_scores_from_counts(thin)}
         return [
             {"id": image_id, "tp": int(c[0]), "fp": int(c[1]), "fn": int(c[2]), "tn": int(c[3]), **{k: float(v[i]) for k, v in scores.items()}}
             for i, (image_id, c) in enumerate(zip(self.ids, counts))
@@ -150,9 +227,9 @@ class SegmentationMeter:
 
     def compute(self) -> dict[str, float]:
         """Pooled and per-image scores, ROC-AUC, average precision and the best-F1 threshold."""
-        counts = np.concatenate(self.counts) if self.counts else np.zeros((0, 4), np.int64)
-        pooled = scores_from_counts(counts.sum(0))
-        per_image = scores_from_counts(counts)
+        counts, thin = self._stacked()
+        pooled = {**scores_from_counts(counts.sum(0)), **thin_scores_from_counts(thin.sum(0))}
+        per_image = {**scores_from_counts(counts), **thin_scores_from_counts(thin)}
         best_threshold, best_dice = self.histogram.best_threshold("dice")
         result: dict[str, float] = {f"{k}": float(v[0]) for k, v in pooled.items()}  # pooled is the headline
         result.update({f"per_image_{k}": float(v.mean()) if len(v) else float("nan") for k, v in per_image.items()})
@@ -161,6 +238,7 @@ class SegmentationMeter:
             average_precision=self.histogram.average_precision(),
             best_threshold=best_threshold,
             best_threshold_dice=best_dice,
+            tolerance_px=self.tolerance,
             n_images=len(counts),
             n_empty_both=int(((counts[:, 0] + counts[:, 1] + counts[:, 2]) == 0).sum()),
         )

@@ -25,6 +25,8 @@ timed data "$PYTHON" -m data.synthetic --config "$CONFIG"
 timed train bash -c "'$PYTHON' train.py --config '$CONFIG' > .quickstart_run"
 RUN=$(tail -n 1 .quickstart_run) && rm -f .quickstart_run
 timed evaluate "$PYTHON" evaluate.py --checkpoint "$RUN/checkpoints/best.pt" --output "$RUN/eval_test" --split test --threshold auto
+# The classical baseline under the same protocol (its threshold chosen on validation).
+timed baseline "$PYTHON" evaluate.py --baseline ridge --config "$CONFIG" --output "$RUN/eval_test_ridge" --split test
 # Unseen faces (another seed, another size) stand in for a user's photos.
 "$PYTHON" -m data.synthetic --output "$RUN/demo_faces" --n 6 --height 240 --width 200 --seed 777 > /dev/null
 timed predict "$PYTHON" predict.py --checkpoint "$RUN/checkpoints/best.pt" --input "$RUN/demo_faces/images" --face-masks "$RUN/demo_faces/face_masks" --output "$RUN/predictions"
@@ -39,8 +41,12 @@ run = Path(sys.argv[1])
 rows = list(csv.DictReader(open(run / "metrics.csv")))
 best = max(rows, key=lambda r: float(r["val_iou"]))
 test = json.loads((run / "eval_test" / "metrics.json").read_text())
+ridge = json.loads((run / "eval_test_ridge" / "metrics.json").read_text())
 print(f"best validation IoU {float(best['val_iou']):.3f} (Dice {float(best['val_dice']):.3f}, AUC {float(best['val_auc']):.3f}) at epoch {best['epoch']}")
-print(f"test IoU {test['iou']:.3f}, Dice {test['dice']:.3f}, precision {test['precision']:.3f}, recall {test['recall']:.3f}, AUC {test['auc']:.3f} on {test['n_images']} held-out images (threshold {test['threshold']:.3f}, chosen on validation)")
+print(f"test, {test['n_images']} held-out images, thresholds chosen on validation:")
+for name, m in (("network", test), ("ridge baseline", ridge)):
+    print(f"  {name:15s} IoU {m['iou']:.3f}  Dice {m['dice']:.3f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+          f"F1@{m['tolerance_px']}px {m['tolerant_f1']:.3f}  clDice {m['cldice']:.3f}  AUC {m['auc']:.3f}  (threshold {m['threshold']:.3f})")
 print(f"run folder:   {run}")
 print(f"evaluation:   {run / 'eval_test'}  (metrics.json, per_image.csv, roc.png, pr.png, threshold.png, overlays/)")
 print(f"predictions:  {run / 'predictions'}  (masks/, overlays/, summary.csv)")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, save_checkpoint
 from config import Config, ConfigError, config_to_dict, load_config, save_config
 from data.dataset import build_dataset, make_loader, split_samples
-from inference import autocast, resolve_device, score_loader, to_model_input
+from inference import autocast, model_predictor, resolve_device, score_loader, to_model_input
 from losses import DiceFocalLoss
 from run_log import RunLog
 from unet import build_model
@@ -221,7 +221,8 @@ class Trainer:
             while self.epoch < cfg.train.epochs:
                 started = time.perf_counter()
                 train_loss = self.train_one_epoch()
-                val, meter = score_loader(self.model, self.val_loader, self.device, cfg, self.loss_fn)
+                predictor = model_predictor(self.model, self.device, cfg.train.amp, cfg.train.channels_last)
+                val, _ = score_loader(predictor, self.val_loader, self.device, cfg, self.loss_fn)
                 self.epoch += 1
                 monitored = val["loss"] if cfg.scheduler.monitor == "val_loss" else val[cfg.scheduler.monitor.removeprefix("val_")]
                 self.scheduler.step(monitored)

@@ -89,6 +89,23 @@ def test_evaluate_writes_metrics_and_pictures(trained_run):
     for picture in ("roc.png", "pr.png", "threshold.png"):
         assert (out / picture).stat().st_size > 1000
     assert len(list((out / "overlays").glob("*.png"))) >= 3
+    for key in ("tolerant_precision", "tolerant_recall", "tolerant_f1", "cldice", "average_precision"):
+        assert key in report and key in report["definitions"], key
+    assert "per_image_cldice" in report
+    assert report["tolerance_px"] == 2 and report["tta"] == "none"
+    assert set(rows[0]) >= {"tolerant_f1", "cldice"}
+
+
+def test_evaluate_with_tta_and_the_ridge_baseline(trained_run):
+    run_dir, work, env = trained_run
+    checkpoint = str(run_dir / "checkpoints" / "best.pt")
+    run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", checkpoint, "--output", str(work / "eval_tta"), "--tta", "hflip", "--split", "val"], work, env)
+    report = json.loads((work / "eval_tta" / "metrics.json").read_text())
+    assert report["tta"] == "hflip" and report["split"] == "val"
+    run([str(PROJECT_ROOT / "evaluate.py"), "--baseline", "ridge", "--checkpoint", checkpoint, "--output", str(work / "eval_ridge")], work, env)
+    ridge = json.loads((work / "eval_ridge" / "metrics.json").read_text())
+    assert ridge["model"].startswith("baseline: multi-scale Hessian ridge") and ridge["threshold_chosen_on"].startswith("val (3 images")
+    assert ridge["n_images"] == 3 and 0 < ridge["threshold"] < 1
 
 
 def test_predict_handles_photos_text_and_corrupt_files(trained_run, shared_data_or_none):

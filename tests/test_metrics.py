@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, f1_score, jaccard_score, precision_score, recall_score, roc_auc_score
 
-from metrics import ScoreHistogram, SegmentationMeter, confusion_counts, scores_from_counts
+from metrics import ScoreHistogram, SegmentationMeter, confusion_counts, scores_from_counts, skeleton, thin_scores_from_counts, thin_structure_counts
 
 
 def _structured_batch(rng, n=6, size=32):
@@ -99,3 +99,60 @@ def test_threshold_sweep_finds_the_best_f1_threshold():
     brute = max(f1_score(truth, prob >= t) for t in np.arange(0.0, 1.0, 0.01))
     assert best == pytest.approx(brute, abs=5e-3)
     assert f1_score(truth, prob >= threshold) == pytest.approx(best, abs=1e-6)
+
+
+def _line(rows, cols, shape=(1, 24, 40)):
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[0, rows, cols] = True
+    return mask
+
+
+def test_tolerant_metrics_forgive_small_offsets_only():
+    truth = _line(10, slice(5, 35))
+    shifted = _line(11, slice(5, 35))  # one pixel off: strictly all wrong
+    far = _line(15, slice(5, 35))
+    for tolerance, expected in ((0, 0.0), (1, 1.0), (2, 1.0)):
+        scores = thin_scores_from_counts(thin_structure_counts(shifted, truth, tolerance=tolerance).numpy())
+        assert scores["tolerant_precision"][0] == expected and scores["tolerant_recall"][0] == expected
+    assert thin_scores_from_counts(thin_structure_counts(far, truth, tolerance=2).numpy())["tolerant_f1"][0] == 0.0
+    # k = 0 is the strict definition
+    half = _line(10, slice(5, 20))
+    strict = thin_scores_from_counts(thin_structure_counts(half, truth, tolerance=0).numpy())
+    assert strict["tolerant_precision"][0] == 1.0 and strict["tolerant_recall"][0] == pytest.approx(15 / 30)
+
+
+def test_tolerance_is_a_euclidean_disk():
+    truth = _line(10, 10)
+    diagonal = _line(12, 12)  # distance sqrt(8) ~ 2.83
+    straight = _line(10, 12)  # distance 2
+    assert thin_structure_counts(diagonal, truth, tolerance=2)[0, 0] == 0
+    assert thin_structure_counts(straight, truth, tolerance=2)[0, 0] == 1
+
+
+def test_cldice_by_hand():
+    truth = torch.zeros(1, 24, 40, dtype=torch.bool)
+    truth[0, 9:12, 5:35] = True  # a 3-px-wide wrinkle; its skeleton is the middle row
+    assert skeleton(truth).sum() > 0 and not (skeleton(truth) & ~truth).any()
+    perfect = thin_scores_from_counts(thin_structure_counts(truth, truth).numpy())
+    assert perfect["cldice"][0] == 1.0
+    centre_only = _line(10, slice(5, 35))  # the centreline: topologically right, strictly thin
+    scores = thin_scores_from_counts(thin_structure_counts(centre_only, truth).numpy())
+    assert scores["cldice"][0] == pytest.approx(1.0, abs=0.1)
+    assert scores_from_counts(confusion_counts(centre_only, truth).numpy())["iou"][0] == pytest.approx(1 / 3, abs=0.02)
+    half = _line(10, slice(5, 20))  # finds half the wrinkle: Tprec 1, Tsens 1/2, clDice 2/3
+    assert thin_scores_from_counts(thin_structure_counts(half, truth).numpy())["cldice"][0] == pytest.approx(2 / 3, abs=0.05)
+    empty = torch.zeros_like(truth)
+    assert thin_scores_from_counts(thin_structure_counts(empty, empty).numpy())["cldice"][0] == 1.0
+    assert thin_scores_from_counts(thin_structure_counts(empty, truth).numpy())["cldice"][0] == 0.0
+
+
+def test_meter_reports_thin_metrics_pooled_and_per_image():
+    truth = torch.cat([_line(10, slice(5, 35)), _line(4, slice(0, 10))])
+    pred = torch.cat([_line(11, slice(5, 35)), torch.zeros(1, 24, 40, dtype=torch.bool)])
+    meter = SegmentationMeter(tolerance=1)
+    meter.update(pred.float(), truth)
+    result = meter.compute()
+    assert result["tolerant_precision"] == 1.0 and result["tolerant_recall"] == pytest.approx(30 / 40)
+    assert result["per_image_tolerant_recall"] == pytest.approx((1.0 + 0.0) / 2)
+    assert result["tolerance_px"] == 1
+    assert {"tolerant_f1", "cldice"} <= set(meter.per_image()[0])
