@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 HISTOGRAM_BINS = 10_000
 THIN_COLUMNS = ("pred_near", "pred_total", "true_near", "true_total", "skel_pred_in_true", "skel_pred", "skel_true_in_pred", "skel_true")
@@ -39,39 +39,38 @@ def confusion_counts(pred: torch.Tensor, target: torch.Tensor, region: torch.Ten
     return torch.stack([tp, fp, fn, tn], dim=1).long()
 
 
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of N x H x W masks by a Euclidean disk of `radius` pixels."""
-    if radius <= 0:
-        return mask.bool()
-    offsets = torch.arange(-radius, radius + 1, device=mask.device, dtype=torch.float32)
-    disk = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2).float()[None, None]
-    hits = F.conv2d(mask.float()[:, None], disk, padding=radius)
-    return hits[:, 0] > 0.5
+def _disk(radius: int) -> np.ndarray:
+    offsets = np.arange(-radius, radius + 1)
+    return ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2).astype(np.uint8)
 
 
-def _erode(mask: torch.Tensor) -> torch.Tensor:
-    return -F.max_pool2d(-mask[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0.5
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of an H x W uint8 mask by a Euclidean disk of `radius` pixels."""
+    return cv2.dilate(mask, _disk(radius)) if radius > 0 else mask
 
 
-def _dilate3(mask: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(mask[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0.5
+SQUARE = np.ones((3, 3), np.uint8)
 
 
-def skeleton(mask: torch.Tensor, max_iterations: int = 64) -> torch.Tensor:
-    """Morphological (Lantuejoul) skeleton of N x H x W masks with a 3x3 structuring element."""
-    current = mask.bool()
-    skel = torch.zeros_like(current)
+def skeleton(mask: np.ndarray, max_iterations: int = 256) -> np.ndarray:
+    """Morphological (Lantuejoul) skeleton of an H x W mask, 3x3 structuring element; outside is background."""
+    current = (mask > 0).astype(np.uint8)
+    skel = np.zeros_like(current)
     for _ in range(max_iterations):
         if not current.any():
             break
-        opened = _dilate3(_erode(current))
-        skel |= current & ~opened
-        current = _erode(current)
+        eroded = cv2.erode(current, SQUARE, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        opened = cv2.dilate(eroded, SQUARE, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        skel |= current & (1 - opened)
+        current = eroded
     return skel
 
 
 def thin_structure_counts(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None, tolerance: int = 2) -> torch.Tensor:
-    """Per-image counts (THIN_COLUMNS) for tolerance-aware precision/recall and clDice, N x 8 int64."""
+    """Per-image counts (THIN_COLUMNS) for tolerance-aware precision/recall and clDice, N x 8 int64.
+
+    Morphology runs in OpenCV on the CPU: per image it is a few milliseconds, far below a forward pass.
+    """
     pred, target = pred.bool(), target.bool()
     if pred.dim() == 4:
         pred, target = pred[:, 0], target[:, 0]
@@ -79,14 +78,14 @@ def thin_structure_counts(pred: torch.Tensor, target: torch.Tensor, region: torc
         region = region.bool()
         region = region[:, 0] if region.dim() == 4 else region
         pred, target = pred & region, target & region
-    near_target, near_pred = dilate(target, tolerance), dilate(pred, tolerance)
-    skel_pred, skel_target = skeleton(pred), skeleton(target)
-    flat = lambda x: x.flatten(1).sum(1)  # noqa: E731
-    return torch.stack(
-        [flat(pred & near_target), flat(pred), flat(target & near_pred), flat(target),
-         flat(skel_pred & target), flat(skel_pred), flat(skel_target & pred), flat(skel_target)],
-        dim=1,
-    ).long()
+    rows = []
+    for p, t in zip(pred.cpu().numpy().astype(np.uint8), target.cpu().numpy().astype(np.uint8)):
+        skel_p, skel_t = skeleton(p), skeleton(t)
+        rows.append([
+            int((p & dilate(t, tolerance)).sum()), int(p.sum()), int((t & dilate(p, tolerance)).sum()), int(t.sum()),
+            int((skel_p & t).sum()), int(skel_p.sum()), int((skel_t & p).sum()), int(skel_t.sum()),
+        ])
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 8)
 
 
 def thin_scores_from_counts(counts: np.ndarray) -> dict[str, np.ndarray]:

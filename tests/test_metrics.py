@@ -132,7 +132,9 @@ def test_tolerance_is_a_euclidean_disk():
 def test_cldice_by_hand():
     truth = torch.zeros(1, 24, 40, dtype=torch.bool)
     truth[0, 9:12, 5:35] = True  # a 3-px-wide wrinkle; its skeleton is the middle row
-    assert skeleton(truth).sum() > 0 and not (skeleton(truth) & ~truth).any()
+    skel = skeleton(truth[0].numpy().astype(np.uint8)).astype(bool)
+    assert skel.sum() > 0 and not (skel & ~truth[0].numpy()).any()
+    assert skel[10, 6:34].all() and skel.sum() <= 32  # the middle row
     perfect = thin_scores_from_counts(thin_structure_counts(truth, truth).numpy())
     assert perfect["cldice"][0] == 1.0
     centre_only = _line(10, slice(5, 35))  # the centreline: topologically right, strictly thin

@@ -97,6 +97,8 @@ class AttentionUNet(nn.Module):
             DecoderBlock(c_in, c_skip, c_out, attention, dropout)
             for c_in, c_skip, c_out in zip(in_channels, skip_channels, decoder_channels)
         )
+        # The head keeps PyTorch's default init: a RetinaNet-style rare-class prior bias (p = 0.01) was
+        # tried and slowed early learning under Dice + Focal (validation IoU 0.01 vs 0.35 after 2 epochs).
         self.head = OutputHead(decoder_channels[-1], classes)
         self._frozen_bn: list[nn.Module] = []
 
