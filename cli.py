@@ -12,10 +12,11 @@ EXIT_ERROR = 1  # nothing (more) could be done: bad config, checkpoint or data
 EXIT_PARTIAL = 3  # a batch finished, but some input files could not be processed (see summary.csv)
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr (stdout carries the result: a path), quiet third-party chatter."""
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Log to stderr (stdout carries the result: a path), quiet third-party chatter; `quiet`: warnings only."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations phones home on import otherwise
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("PIL", "matplotlib", "urllib3", "huggingface_hub", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -139,6 +139,10 @@ class TrainConfig:
     channels_last: bool = True
     select_metric: Literal["val_iou", "val_dice", "val_loss"] = "val_iou"  # best.pt is chosen on this
     early_stopping_patience: int = 0  # epochs without improvement of select_metric; 0 = off
+    max_bad_steps: int = 5  # non-finite loss or gradient: skip the step; abort after this many in a row
+    compile: bool = False  # torch.compile the model (slow first epoch, faster after; CUDA mostly)
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all ranks' batches
+    overlay_every: int = 10  # log validation overlays to W&B every N epochs; 0 = never
 
 
 @dataclass
@@ -371,6 +375,8 @@ def validate(cfg: Config) -> None:
     require(len(cfg.optim.betas) == 2, "optim.betas: expected [beta1, beta2]")
     require(cfg.train.epochs > 0, "train.epochs: must be positive")
     require(cfg.train.batch_size > 0, "train.batch_size: must be positive")
+    require(cfg.train.max_bad_steps > 0, "train.max_bad_steps: must be positive")
+    require(cfg.train.overlay_every >= 0, "train.overlay_every: must be >= 0")
     require(cfg.eval.batch_size > 0, "eval.batch_size: must be positive")
     require(0 < cfg.eval.threshold < 1, "eval.threshold: must be in (0, 1)")
     require(cfg.eval.tolerance_px >= 0, "eval.tolerance_px: must be >= 0")

@@ -210,6 +210,19 @@ class SegmentationMeter:
         self.histogram.update(prob, target, region)
         self.ids += list(ids) if ids is not None else [str(len(self.ids) + i) for i in range(len(counts))]
 
+    def state(self) -> dict:
+        """Everything accumulated, as plain arrays (to gather across processes)."""
+        counts, thin = self._stacked()
+        return {"counts": counts, "thin": thin, "ids": list(self.ids), "positive": self.histogram.positive, "negative": self.histogram.negative}
+
+    def merge_state(self, state: dict) -> None:
+        """Add another meter's `state()` (e.g. another rank's shard of the validation set)."""
+        self.counts.append(np.asarray(state["counts"]).reshape(-1, 4))
+        self.thin_counts.append(np.asarray(state["thin"]).reshape(-1, 8))
+        self.ids += list(state["ids"])
+        self.histogram.positive += state["positive"]
+        self.histogram.negative += state["negative"]
+
     def _stacked(self) -> tuple[np.ndarray, np.ndarray]:
         counts = np.concatenate(self.counts) if self.counts else np.zeros((0, 4), np.int64)
         thin = np.concatenate(self.thin_counts) if self.thin_counts else np.zeros((0, 8), np.int64)

@@ -4,6 +4,7 @@
     python train.py --config config.yaml train.epochs=3 model.encoder=resnet18
     python train.py --resume runs/NAME/checkpoints/last.pt          # continue that run exactly
     python train.py --config config.yaml model.init_from=PRETRAINED.pt  # new run from those weights
+    torchrun --nproc_per_node=4 train.py --config config.yaml           # DDP: NCCL on GPUs, Gloo on CPU
 
 Prints the run folder (config.yaml, metrics.csv, checkpoints/best.pt and last.pt) on stdout.
 """
@@ -11,6 +12,7 @@ Prints the run folder (config.yaml, metrics.csv, checkpoints/best.pt and last.pt
 from __future__ import annotations
 
 import argparse
+import os
 
 from cli import EXIT_OK, run_cli, setup_logging
 
@@ -31,13 +33,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
+    rank = int(os.environ.get("RANK", "0"))
+    setup_logging(args.verbose, quiet=rank != 0)  # under torchrun, rank 0 speaks for all
     from config import load_config
     from training import fit, resume_config
 
     cfg = resume_config(args.resume, args.overrides) if args.resume else load_config(args.config, args.overrides)
     run_dir = fit(cfg, resume=args.resume)
-    print(run_dir)
+    if rank == 0:
+        print(run_dir)
     return EXIT_OK
 
 

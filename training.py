@@ -1,13 +1,18 @@
-"""The training engine behind train.py: one call, `fit(cfg)`, trains a run and returns its folder.
+"""The training engine behind train.py: `fit(cfg)` trains a run and returns its folder.
 
-Every epoch's randomness (shuffling, augmentation, dropout) is derived from (experiment.seed, epoch),
-so a resumed run replays exactly what an uninterrupted one would have done.
+Every epoch's randomness (order, augmentation, patches, dropout) is derived from (experiment.seed,
+epoch, item), so a resumed run replays exactly what an uninterrupted one would have done. Under
+`torchrun`, each process trains a shard with DistributedDataParallel; metrics are reduced across
+ranks before anything is logged, and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import logging
 import math
+import os
 import random
 import time
 from datetime import datetime
@@ -16,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -24,16 +30,66 @@ from config import Config, ConfigError, config_to_dict, load_config, save_config
 from data.dataset import build_dataset, make_loader, split_samples
 from inference import autocast, model_predictor, resolve_device, score_loader, to_model_input
 from losses import DiceFocalLoss
+from metrics import SegmentationMeter
 from run_log import RunLog
 from unet import build_model
+from visualize import overlay
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+RESUMABLE_OVERRIDES = ("train.epochs", "train.early_stopping_patience", "data.num_workers", "logging.wandb")
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss stayed non-finite); the message says why."""
+    """Training cannot go on (non-finite losses, out of memory); the message says why and what to try."""
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+class Distributed:
+    """This process's place in a `torchrun` job (a single process when not launched by torchrun)."""
+
+    def __init__(self, device_name: str):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = resolve_device(device_name)
+        if device.type == "cuda" and self.world_size > 1:
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -42,8 +98,42 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch generator states as plain tensors and containers (weights_only-safe)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]), "gauss": [int(np_state[3]), float(np_state[4])]},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["gauss"][0], numpy["gauss"][1]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def weights_checksum(model: nn.Module) -> str:
+    """SHA-1 of all parameters and buffers, for checking that ranks hold identical weights."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model_state(model).items()):
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# -- set-up helpers ------------------------------------------------------------------------------
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -69,24 +159,65 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas))
 
 
-def load_initial_weights(model: nn.Module, path: str) -> None:
+def load_initial_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
     """`model.init_from`: copy weights from a checkpoint (or a plain state dict), reporting key mismatches."""
-    state = torch.load(path, map_location="cpu", weights_only=True) if Path(path).is_file() else None
-    if state is None:
+    if not Path(path).is_file():
         raise CheckpointError(f"model.init_from: checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"model.init_from: {path} is not a readable checkpoint ({type(err).__name__})") from err
     weights = state.get("model", state) if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise CheckpointError(f"model.init_from: {path} holds no state dict")
     own = model.state_dict()
     matching = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    missing = sorted(set(own) - set(matching))
-    unexpected = sorted(set(weights) - set(own))
-    reshaped = sorted(k for k in weights if k in own and own[k].shape != weights[k].shape)
+    report = {
+        "missing": sorted(set(own) - set(matching)),
+        "unexpected": sorted(set(weights) - set(own)),
+        "shape_mismatch": sorted(k for k in weights if k in own and own[k].shape != weights[k].shape),
+    }
     model.load_state_dict(matching, strict=False)
-    log.info("init_from %s: loaded %d tensors; %d missing, %d unexpected, %d of another shape", path, len(matching), len(missing), len(unexpected), len(reshaped))
-    for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", reshaped)):
+    log.info("init_from %s: loaded %d tensors; %s", path, len(matching), ", ".join(f"{len(v)} {k}" for k, v in report.items()))
+    for name, keys in report.items():
         if keys:
             log.warning("init_from: %s keys (first 5): %s", name, ", ".join(keys[:5]))
+    return report
+
+
+def resume_config(checkpoint: str | Path, overrides: list[str]) -> Config:
+    """A resumed run's config: the checkpoint's own, plus overrides that do not change the run's course."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key not in RESUMABLE_OVERRIDES:
+            raise ConfigError(f"{key}: cannot be changed when resuming (allowed: {', '.join(RESUMABLE_OVERRIDES)}); use model.init_from to start a new run from these weights")
+    state = load_checkpoint(checkpoint)
+    return load_config(None, overrides, base=config_to_dict(checkpoint_config(state, checkpoint)))
+
+
+def truncate_metrics(csv_path: Path, epochs: int) -> None:
+    """Keep the rows of the first `epochs` epochs: a run killed between writing a row and its
+    checkpoint repeats that epoch on resume, and must not log it twice."""
+    if not csv_path.is_file():
+        return
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= epochs]
+    if len(kept) != len(rows):
+        fieldnames = list(rows[0].keys()) if rows else []
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, csv_path)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)) or "out of memory" in str(err).lower()
+
+
+# -- the trainer ---------------------------------------------------------------------------------
 
 
 class Trainer:
@@ -95,20 +226,29 @@ class Trainer:
     def __init__(self, cfg: Config, resume: str | Path | None = None):
         resume_state = load_checkpoint(resume) if resume is not None else None
         self.cfg = cfg
+        self.dist = Distributed(cfg.experiment.device)
+        self.device = self.dist.device
         seed_everything(cfg.experiment.seed, cfg.experiment.deterministic)
-        self.device = resolve_device(cfg.experiment.device)
+        if cfg.train.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
 
-        splits = split_samples(cfg)
+        splits = split_samples(cfg) if self.dist.is_main else None  # rank 0 generates / lists the data once
+        splits = self.dist.broadcast(splits)
         self.train_set = build_dataset(cfg, "train", splits["train"])
         self.val_set = build_dataset(cfg, "val", splits["val"])
         log.info("data: %d train, %d val images at %d px", len(self.train_set), len(self.val_set), cfg.data.image_size)
         pin = self.device.type == "cuda"
-        self.train_loader = make_loader(self.train_set, cfg.train.batch_size, True, cfg.data.num_workers, cfg.experiment.seed, pin, drop_last=len(self.train_set) > cfg.train.batch_size)
-        self.val_loader = make_loader(self.val_set, cfg.eval.batch_size, False, cfg.data.num_workers, cfg.experiment.seed, pin)
+        world, rank = self.dist.world_size, self.dist.rank
+        drop_last = len(self.train_set) // world > cfg.train.batch_size
+        self.train_loader = make_loader(self.train_set, cfg.train.batch_size, True, cfg.data.num_workers, cfg.experiment.seed, pin, drop_last, rank, world)
+        self.val_loader = make_loader(self.val_set, cfg.eval.batch_size, False, cfg.data.num_workers, cfg.experiment.seed, pin, False, rank, world)
 
         self.model = build_model(cfg.model, encoder_weights=resume_state is None and cfg.model.init_from is None)
+        self.init_report = None
         if cfg.model.init_from and resume_state is None:
-            load_initial_weights(self.model, cfg.model.init_from)
+            self.init_report = load_initial_weights(self.model, cfg.model.init_from)
+        if self.dist.enabled and cfg.train.sync_batchnorm:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -120,27 +260,40 @@ class Trainer:
         self.loss_fn = DiceFocalLoss(cfg.loss.dice_weight, cfg.loss.focal_weight, cfg.loss.focal_alpha, cfg.loss.focal_gamma, cfg.loss.dice_smooth)
 
         self.epoch = 0  # completed epochs
+        self.step = 0
         self.best_metric: float | None = None
         self.best_epoch = 0
         self.best_threshold = cfg.eval.threshold
         self.epochs_without_improvement = 0
-        self.step = 0
         wandb_id = None
         if resume_state is not None:
-            self.run_dir = Path(resume).resolve().parent.parent
             self._restore(resume_state)
             wandb_id = resume_state.get("wandb_id")
+            self.run_dir = Path(resume).resolve().parent.parent
             log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+            if self.dist.is_main:
+                truncate_metrics(self.run_dir / "metrics.csv", self.epoch)
         else:
-            self.run_dir = new_run_dir(cfg)
-            save_config(cfg, self.run_dir / "config.yaml")
-        self.run_log = RunLog(
-            self.run_dir, config_to_dict(cfg), cfg.logging.wandb, cfg.logging.project, cfg.logging.entity, self.run_dir.name, wandb_id
+            self.run_dir = self.dist.broadcast(new_run_dir(cfg) if self.dist.is_main else None)
+            if self.dist.is_main:
+                save_config(cfg, self.run_dir / "config.yaml")
+
+        # The module that trains: DDP-wrapped and/or compiled views of the same parameters.
+        self.train_module: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.train.compile:
+            self.train_module = torch.compile(self.train_module)
+        self.run_log = (
+            RunLog(self.run_dir, config_to_dict(cfg), cfg.logging.wandb, cfg.logging.project, cfg.logging.entity, self.run_dir.name, wandb_id)
+            if self.dist.is_main
+            else None
         )
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def _state(self, val_metrics: dict[str, float]) -> dict[str, Any]:
+    def _state(self, val_metrics: dict[str, float], interrupted: bool = False) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
             "model": model_state(self.model),
@@ -154,8 +307,10 @@ class Trainer:
             "threshold": self.best_threshold,
             "epochs_without_improvement": self.epochs_without_improvement,
             "val_metrics": {k: float(v) for k, v in val_metrics.items()},
+            "rng": rng_state(),
+            "interrupted": interrupted,
             "config": config_to_dict(self.cfg),
-            "wandb_id": self.run_log.wandb_id,
+            "wandb_id": self.run_log.wandb_id if self.run_log else None,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -167,105 +322,166 @@ class Trainer:
         self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
         self.best_threshold = state["threshold"]
         self.epochs_without_improvement = state["epochs_without_improvement"]
+        set_rng_state(state["rng"])
+
+    def _save(self, name: str, state: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / "checkpoints" / name, state)
 
     # -- loops ---------------------------------------------------------------------------------
 
-    def _reseed_epoch(self) -> None:
-        """Shuffling, augmentation and dropout of epoch e depend on (seed, e) only: exact resume."""
-        seed = self.cfg.experiment.seed * 1000 + self.epoch
-        torch.manual_seed(seed)
-        self.train_loader.generator.manual_seed(seed)
-        self.train_set.reseed(seed)  # workers reseed themselves from the generator
-
     def train_one_epoch(self) -> float:
-        cfg, model = self.cfg, self.model
-        model.train()
-        self._reseed_epoch()
+        cfg, module = self.cfg, self.train_module
+        module.train()
+        torch.manual_seed(cfg.experiment.seed * 1000 + self.epoch + 7919 * self.dist.rank)  # dropout of this epoch
+        self.train_loader.sampler.set_epoch(self.epoch)
         total, count, bad_steps = 0.0, 0, 0
         started = time.perf_counter()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False, unit="batch", dynamic_ncols=True)
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False, unit="batch", dynamic_ncols=True, disable=not self.dist.is_main)
         for batch in bar:
             x = to_model_input(batch["image"], self.device, cfg.train.channels_last)
             target = batch["mask"].to(self.device, non_blocking=True)
             region = batch["face_mask"].to(self.device, non_blocking=True) if cfg.loss.region == "skin" else None
             with autocast(self.device, cfg.train.amp):
-                logits = model(x)
+                logits = module(x)
             loss = self.loss_fn(logits.float(), target, region)
-            if not torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
+                # With fp16 the scaler skips steps with inf gradients itself (and lowers its scale).
+                finite = bool(torch.isfinite(norm)) or cfg.train.amp == "fp16"
+            if self.dist.enabled:  # every rank must skip the same steps, or DDP's ranks drift apart
+                flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+                dist.all_reduce(flag)
+                finite = flag.item() == 0
+            if not finite:
                 bad_steps += 1
-                log.warning("non-finite loss at step %d: step skipped (%d in a row)", self.step, bad_steps)
-                if bad_steps >= 5:
-                    raise TrainingError("the loss was non-finite 5 steps in a row: lower optim.lr, check the data, or turn train.amp off")
                 self.optimizer.zero_grad(set_to_none=True)
+                log.warning("non-finite loss or gradient at step %d: step skipped (%d in a row)", self.step, bad_steps)
+                if bad_steps >= cfg.train.max_bad_steps:
+                    raise TrainingError(f"the loss or gradients were non-finite {bad_steps} steps in a row: lower optim.lr, check the data, or set train.amp=off")
                 continue
             bad_steps = 0
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.train.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
             total += loss.item() * len(x)
             count += len(x)
-            rate = count / max(time.perf_counter() - started, 1e-9)
+            rate = count * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{rate:.1f}")
-            self.run_log.log_step(self.step, {"train/step_loss": loss.item()})
-        return total / max(count, 1)
+            if self.run_log:
+                self.run_log.log_step(self.step, {"train/step_loss": loss.item()})
+        totals = self.dist.gather((total, count))
+        return sum(t for t, _ in totals) / max(sum(c for _, c in totals), 1)
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics over the whole validation set (every rank's shard merged)."""
+        predictor = model_predictor(self.model, self.device, self.cfg.train.amp, self.cfg.train.channels_last)
+        results, meter = score_loader(predictor, self.val_loader, self.device, self.cfg, self.loss_fn, desc="validate")
+        if not self.dist.enabled:
+            return results
+        merged = SegmentationMeter(meter.threshold, meter.histogram.bins, meter.tolerance)
+        for part in self.dist.gather(meter.state()):
+            merged.merge_state(part)
+        losses = self.dist.gather((results["loss"] * results["n_images"], results["n_images"]))
+        return {**merged.compute(), "loss": sum(a for a, _ in losses) / max(sum(n for _, n in losses), 1)}
+
+    def _log_overlays(self) -> None:
+        """A few validation overlays (truth green, prediction red, both yellow) to W&B."""
+        if not (self.run_log and self.run_log.wandb_run):
+            return
+        predictor = model_predictor(self.model, self.device, self.cfg.train.amp, self.cfg.train.channels_last)
+        images = {}
+        for index in range(min(4, len(self.val_set))):
+            item = self.val_set[index]
+            prob = predictor({"image": item["image"][None]})[1][0].cpu().numpy()
+            image = item["image"].permute(1, 2, 0).numpy()
+            images[f"val/overlay_{item['id']}"] = overlay(image, prob >= self.best_threshold, item["mask"][0].numpy().astype(bool))
+        self.run_log.log_images(self.step, images)
 
     def fit(self) -> Path:
         cfg = self.cfg
         select = cfg.train.select_metric
+        val: dict[str, float] = {}
         try:
             while self.epoch < cfg.train.epochs:
                 started = time.perf_counter()
-                train_loss = self.train_one_epoch()
-                predictor = model_predictor(self.model, self.device, cfg.train.amp, cfg.train.channels_last)
-                val, _ = score_loader(predictor, self.val_loader, self.device, cfg, self.loss_fn)
+                try:
+                    train_loss = self.train_one_epoch()
+                except RuntimeError as err:
+                    if is_out_of_memory(err):
+                        raise TrainingError(
+                            f"out of memory at train.batch_size={cfg.train.batch_size}, {cfg.data.image_size} px: lower train.batch_size, "
+                            "set train.amp=bf16 (or fp16 on CUDA), or train on crops with data.patch_size=256"
+                        ) from err
+                    raise
+                val = self.validate()
                 self.epoch += 1
                 monitored = val["loss"] if cfg.scheduler.monitor == "val_loss" else val[cfg.scheduler.monitor.removeprefix("val_")]
                 self.scheduler.step(monitored)
                 row = {"epoch": self.epoch, "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"]}
-                row.update({f"val_{k}": v for k, v in val.items() if k not in ("n_images", "n_empty_both")})
+                row.update({f"val_{k}": v for k, v in val.items() if k not in ("n_images", "n_empty_both", "tolerance_px")})
                 row["epoch_seconds"] = round(time.perf_counter() - started, 2)
                 selected = row[select]
-                if is_better(selected, self.best_metric, select):
+                improved = is_better(selected, self.best_metric, select)
+                if improved:
                     self.best_metric, self.best_epoch = selected, self.epoch
                     self.best_threshold = val["best_threshold"]
                     self.epochs_without_improvement = 0
-                    save_checkpoint(self.run_dir / "checkpoints" / "best.pt", self._state(val))
                 else:
                     self.epochs_without_improvement += 1
-                self.run_log.log_epoch(self.step, row)
-                save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._state(val))
-                log.info(
-                    "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_iou %.4f  val_dice %.4f  val_auc %.4f  lr %.2e  (%.1fs)",
-                    self.epoch, cfg.train.epochs, train_loss, val["loss"], val["iou"], val["dice"], val["auc"], row["lr"], row["epoch_seconds"],
-                )
+                if self.run_log:
+                    self.run_log.log_epoch(self.step, row)  # before last.pt: a resume trims rows past its epoch
+                state = self._state(val)
+                if improved:
+                    self._save("best.pt", state)  # serialized now: a copy of this epoch's weights
+                self._save("last.pt", state)
+                if cfg.train.overlay_every and self.epoch % cfg.train.overlay_every == 0:
+                    self._log_overlays()
+                if self.dist.is_main:
+                    log.info(
+                        "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_iou %.4f  val_dice %.4f  val_auc %.4f  lr %.2e  (%.1fs)",
+                        self.epoch, cfg.train.epochs, train_loss, val["loss"], val["iou"], val["dice"], val["auc"], row["lr"], row["epoch_seconds"],
+                    )
                 patience = cfg.train.early_stopping_patience
                 if patience and self.epochs_without_improvement >= patience:
                     log.info("early stopping: %s did not improve for %d epochs", select, patience)
                     break
+        except KeyboardInterrupt:
+            self._save("last.pt", self._state(val, interrupted=True))
+            log.warning("interrupted during epoch %d: saved %s (resuming repeats that epoch from these weights)", self.epoch + 1, self.run_dir / "checkpoints" / "last.pt")
+            raise
         finally:
-            self.run_log.close()
-        log.info("best %s %.4f at epoch %d; run folder %s", select, self.best_metric if self.best_metric is not None else float("nan"), self.best_epoch, self.run_dir)
+            if self.run_log:
+                self.run_log.close()
+        self._check_ranks_agree()
+        if self.dist.is_main:
+            best = self.best_metric if self.best_metric is not None else float("nan")
+            log.info("best %s %.4f at epoch %d; run folder %s", select, best, self.best_epoch, self.run_dir)
         return self.run_dir
 
-
-RESUMABLE_OVERRIDES = ("train.epochs", "train.early_stopping_patience", "data.num_workers", "logging.wandb")
-
-
-def resume_config(checkpoint: str | Path, overrides: list[str]) -> Config:
-    """A resumed run's config: the checkpoint's own, plus overrides that do not change the run's course."""
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key not in RESUMABLE_OVERRIDES:
-            raise ConfigError(f"{key}: cannot be changed when resuming (allowed: {', '.join(RESUMABLE_OVERRIDES)}); use model.init_from to start a new run from these weights")
-    state = load_checkpoint(checkpoint)
-    return load_config(None, overrides, base=config_to_dict(checkpoint_config(state, checkpoint)))
+    def _check_ranks_agree(self) -> None:
+        """Under DDP: every rank must end with the same weights; recorded in last.pt, an error if not."""
+        if not self.dist.enabled:
+            return
+        checksums = self.dist.gather(weights_checksum(self.model))
+        if self.dist.is_main:
+            path = self.run_dir / "checkpoints" / "last.pt"
+            state = load_checkpoint(path)
+            state["rank_checksums"] = checksums
+            save_checkpoint(path, state)
+            log.info("weights identical on all %d ranks: %s", len(checksums), len(set(checksums)) == 1)
+        if len(set(checksums)) != 1:
+            raise TrainingError(f"ranks ended with different weights: {checksums}")
 
 
 def fit(cfg: Config, resume: str | Path | None = None) -> Path:
     """Train per `cfg` and return the run folder; with `resume`, continue that checkpoint's run."""
-    return Trainer(cfg, resume).fit()
+    trainer = Trainer(cfg, resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.dist.close()

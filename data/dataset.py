@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 import cv2
 
@@ -94,12 +94,19 @@ class WrinkleDataset(Dataset):
         return unpack(pack(*load_sample(entry, self.image_size)))
 
     def reseed(self, seed: int) -> None:
-        """New random streams for augmentation and patch positions (per epoch, per worker)."""
+        """New random streams for augmentation and patch positions."""
         self.rng = np.random.default_rng(seed)
         if self.transform is not None:
             self.transform.set_random_seed(seed)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: "int | tuple[int, int]") -> dict:
+        """`key` is an index, or (item_seed, index) from EpochSampler: then the item's augmentation is
+        a function of that seed alone, whichever worker or process draws it."""
+        if isinstance(key, tuple):
+            item_seed, index = key
+            self.reseed(item_seed)
+        else:
+            index = key
         image, mask, skin = self.arrays(index)
         if self.zero_non_skin:
             image = cv2.bitwise_and(image, image, mask=skin)  # ~20x faster than image * skin[..., None]
@@ -150,26 +157,69 @@ def build_dataset(cfg: "Config", split: str, samples: list[Sample] | None = None
     )
 
 
+class EpochSampler(Sampler):
+    """Yields (item_seed, index) pairs: the epoch's order and each item's augmentation seed depend only
+    on (seed, epoch, index).
+
+    So augmentations differ between items and epochs but not with the number of workers, a resumed
+    run replays exactly what an uninterrupted one did, and under DDP each rank takes its own shard
+    (training shards are cut to equal length, as every rank must run the same number of steps).
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, equal_shards: bool = True):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.equal_shards = rank, world_size, equal_shards
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        if self.world_size > 1:
+            if self.equal_shards:
+                order = order[: self.size - self.size % self.world_size]
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __iter__(self):
+        base = (self.seed * 1_000_003 + self.epoch * 7_919) % 2**31
+        for index in self._order():
+            yield (base + index * 104_729) % 2**32, index
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+
 def seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own numpy, augmentation and patch streams (forked workers share one)."""
-    seed = torch.initial_seed() % 2**32  # differs per worker and per epoch
-    np.random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    if info is not None and isinstance(info.dataset, WrinkleDataset):
-        info.dataset.reseed(seed)
+    """Seed NumPy's global stream per worker (forked workers would otherwise share one)."""
+    np.random.seed(torch.initial_seed() % 2**32)
 
 
-def make_loader(dataset: WrinkleDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
-    """A DataLoader with seeded shuffling and per-worker augmentation seeds."""
-    generator = torch.Generator().manual_seed(seed)
+def make_loader(
+    dataset: WrinkleDataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """A DataLoader over an EpochSampler (call `loader.sampler.set_epoch(e)` each epoch)."""
+    sampler = EpochSampler(len(dataset), shuffle, seed, rank, world_size, equal_shards=shuffle)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         worker_init_fn=seed_worker,
-        generator=generator,
         pin_memory=pin_memory,
         drop_last=drop_last,
-        persistent_workers=False,  # workers restart each epoch, reseeded from the epoch's generator: exact resume
+        persistent_workers=num_workers > 0,  # safe: items carry their own seeds
     )
