@@ -231,6 +231,8 @@ class Trainer:
         seed_everything(cfg.experiment.seed, cfg.experiment.deterministic)
         if cfg.train.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
+        if cfg.train.sync_batchnorm and self.device.type != "cuda":
+            raise ConfigError("train.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm is GPU-only)")
 
         splits = split_samples(cfg) if self.dist.is_main else None  # rank 0 generates / lists the data once
         splits = self.dist.broadcast(splits)
@@ -374,6 +376,11 @@ class Trainer:
             bar.set_postfix(loss=f"{total / count:.4f}", img_s=f"{rate:.1f}")
             if self.run_log:
                 self.run_log.log_step(self.step, {"train/step_loss": loss.item()})
+        if self.dist.enabled:
+            # DDP syncs BatchNorm statistics from rank 0 at the start of each forward, so after the last
+            # step each rank holds its own; take rank 0's, so validation and checkpoints agree.
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
         totals = self.dist.gather((total, count))
         return sum(t for t, _ in totals) / max(sum(c for _, c in totals), 1)
 
