@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 
 EPOCH_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall", "val_auc",
-    "val_average_precision", "val_per_image_iou", "val_per_image_dice", "val_best_threshold", "lr", "epoch_seconds",
+    "val_average_precision", "val_per_image_iou", "val_per_image_dice", "val_tolerant_f1", "val_cldice", "val_best_threshold",
+    "lr", "epoch_seconds",
 ]
 
 
