@@ -1,0 +1,1 @@
+"""Faces: face parsing (BiSeNet), used to turn photos into skin-masked faces."""
