@@ -187,3 +187,20 @@ def test_predict_with_face_masks_marks_skin_only(trained_run):
     rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
     assert rows["g.png"]["status"] == "error" and "no face mask" in rows["g.png"]["message"]
     assert float(rows["f.png"]["wrinkle_percent_of_skin"]) == pytest.approx(100 * mask.sum() / face.skin_mask.sum(), abs=1e-3)
+
+
+def test_face_parsing_extraction_bisenet_backend(tmp_path, cli_env):
+    from face.bisenet import BiSeNet
+
+    torch.manual_seed(0)
+    torch.save(BiSeNet().state_dict(), tmp_path / "79999_iter.pth")
+    inputs = tmp_path / "in"
+    write_png(inputs / "face.png", np.random.default_rng(0).integers(0, 255, (80, 70, 3), dtype=np.uint8))
+    run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "out"), "--size", "64",
+         "--backend", "bisenet", "--weights", str(tmp_path / "79999_iter.pth"), "--device", "cpu"], tmp_path, cli_env)
+    face = cv2.imread(str(tmp_path / "out" / "faces" / "face.png"))
+    skin = cv2.imread(str(tmp_path / "out" / "face_masks" / "face.png"), cv2.IMREAD_UNCHANGED)
+    assert face.shape == (64, 64, 3) and skin.shape == (64, 64) and set(np.unique(skin)) <= {0, 255}
+    assert (face[skin == 0] == 0).all()
+    result = run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "o2"), "--backend", "bisenet"], tmp_path, cli_env, expect=2)
+    assert "--weights" in result.stderr

@@ -202,3 +202,22 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path):
     with pytest.raises(ConfigError, match="optim.lr: cannot be changed when resuming"):
         resume_config(run_dir / "checkpoints" / "last.pt", ["optim.lr=0.1"])
     assert resume_config(run_dir / "checkpoints" / "last.pt", ["train.epochs=4"]).train.epochs == 4
+
+
+def test_bf16_autocast_trains_on_the_cpu_with_float32_losses(tmp_path):
+    trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path, "train.amp=bf16", "train.epochs=1")))
+    seen = []
+    real_loss = trainer.loss_fn
+
+    def spy(logits, target, region=None):
+        loss = real_loss(logits, target, region)
+        seen.append(loss.dtype)
+        return loss
+
+    trainer.loss_fn = spy
+    assert torch.isfinite(torch.tensor(trainer.train_one_epoch()))
+    assert seen and all(dtype == torch.float32 for dtype in seen)
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        Trainer(load_config(QUICKSTART, tiny(tmp_path, "train.amp=fp16", "experiment.device=cpu")))
