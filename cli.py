@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 EXIT_OK = 0
@@ -19,6 +21,24 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("PIL", "matplotlib", "urllib3", "huggingface_hub", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def list_inputs(input_dir: Path) -> list[Path]:
+    """Every visible regular file directly in `input_dir`, sorted: batch CLIs give each a status row."""
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"--input: not a folder: {input_dir}")
+    return sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def write_summary(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Write a batch's summary.csv atomically (temporary file, then rename); missing cells stay empty."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: row.get(k, "") for k in columns} for row in rows)
+    os.replace(tmp, path)
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -19,11 +19,9 @@ Exit codes: 0 every image was processed; 3 some images could not be read; 1 noth
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 from pathlib import Path
 
-from cli import EXIT_OK, EXIT_PARTIAL, run_cli, setup_logging
+from cli import EXIT_OK, EXIT_PARTIAL, list_inputs, run_cli, setup_logging, write_summary
 
 BACKENDS = ("none", "bisenet")
 
@@ -58,10 +56,8 @@ def extract_folder(input_dir: Path, output_dir: Path, size: int, parser=None, sk
     from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, resize_rgb, write_png
     from face.bisenet import parse_face, skin_mask
 
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"--input: not a folder: {input_dir}")
     rows = []
-    for path in sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in list_inputs(input_dir):
         row = {"file": path.name, "status": "ok", "message": ""}
         rows.append(row)
         if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -79,13 +75,7 @@ def extract_folder(input_dir: Path, output_dir: Path, size: int, parser=None, sk
         skin = skin_mask(parse_face(parser, face), skin_classes) if parser is not None else np.ones((size, size), bool)
         write_png(output_dir / "faces" / f"{path.stem}.png", face * skin[..., None])
         write_png(output_dir / "face_masks" / f"{path.stem}.png", skin)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / f".summary.csv.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["file", "status", "message"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, output_dir / "summary.csv")
+    write_summary(output_dir / "summary.csv", rows, ["file", "status", "message"])
     return rows
 
 

@@ -58,14 +58,6 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module,
     return model, cfg, state
 
 
-@torch.no_grad()
-def predict_probs(model: nn.Module, images: torch.Tensor, device: torch.device, amp: str = "off", channels_last: bool = False) -> torch.Tensor:
-    """Wrinkle probabilities, N x H x W float32, for uint8 images N x 3 x H x W."""
-    with autocast(device, amp):
-        logits = model(to_model_input(images, device, channels_last))
-    return torch.sigmoid(logits.float())[:, 0]
-
-
 Predictor = Callable[[dict], tuple["torch.Tensor | None", torch.Tensor]]  # batch -> (logits or None, probs N x H x W)
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cli import list_inputs, write_summary
 from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read_rgb, write_png
 from evaluation import resolve_threshold
-from inference import load_model, predict_probs, resolve_device
+from inference import load_model, model_predictor, resolve_device
 from visualize import overlay
 
 log = logging.getLogger(__name__)
@@ -68,22 +67,6 @@ def restore(prob: np.ndarray, item: Prepared) -> np.ndarray:
     return square[:height, :width]
 
 
-def list_inputs(input_dir: Path) -> list[Path]:
-    """Every visible regular file directly in `input_dir`, sorted (non-images get a status, not silence)."""
-    if not input_dir.is_dir():
-        raise FileNotFoundError(f"--input: not a folder: {input_dir}")
-    return sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def write_summary(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: row.get(k, "") for k in SUMMARY_COLUMNS} for row in rows)
-    os.replace(tmp, path)
-
-
 def predict_folder(
     checkpoint: str | Path,
     input_dir: str | Path,
@@ -105,6 +88,7 @@ def predict_folder(
     files = list_inputs(input_dir)
     device = resolve_device("auto")
     model, cfg, state = load_model(checkpoint, device)
+    predictor = model_predictor(model, device, cfg.train.amp, cfg.train.channels_last)
     used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg)
     size = cfg.data.image_size
     if face_mask_dir is None and cfg.data.zero_non_skin:
@@ -119,7 +103,7 @@ def predict_folder(
         if not pending:
             return
         batch = torch.from_numpy(np.stack([p.model_input for p in pending]).transpose(0, 3, 1, 2).copy())
-        probs = predict_probs(model, batch, device, cfg.train.amp, cfg.train.channels_last).cpu().numpy()
+        probs = predictor({"image": batch})[1].cpu().numpy()
         for item, prob in zip(pending, probs):
             full = restore(prob, item)
             mask = (full >= used_threshold) & item.skin
@@ -155,5 +139,5 @@ def predict_folder(
             flush()
     flush()
     ordered = [rows[p] for p in files]
-    write_summary(output_dir / "summary.csv", ordered)
+    write_summary(output_dir / "summary.csv", ordered, SUMMARY_COLUMNS)
     return ordered

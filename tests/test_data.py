@@ -97,7 +97,7 @@ def test_splits_are_disjoint_deterministic_and_order_free():
 
 def test_train_is_augmented_and_dilated_evaluation_is_not(tmp_path):
     root = _folder(tmp_path, n=6, size=64)
-    cfg = load_config(None, [f"data.sources.0.kind=folder", f"data.sources.0.root={root}", "data.image_size=64",
+    cfg = load_config(None, ["data.sources.0.kind=folder", f"data.sources.0.root={root}", "data.image_size=64",
                              "data.train_mask_dilation=3", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2",
                              f"data.cache_dir={tmp_path / 'cache'}"])
     splits = split_samples(cfg)
