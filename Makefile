@@ -4,11 +4,14 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install install-dev quickstart test
 
+# The face-mesh models come out of the mediapipe wheel on PyPI (see face/mesh_models.py).
 install:
 	$(PYTHON) -m pip install -q -r requirements.txt
+	$(PYTHON) -m face.mesh_models > /dev/null
 
 install-dev:
 	$(PYTHON) -m pip install -q -r requirements-dev.txt
+	$(PYTHON) -m face.mesh_models > /dev/null
 
 quickstart: install
 	SKIP_INSTALL=1 PYTHON=$(PYTHON) bash quickstart.sh

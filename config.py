@@ -154,6 +154,18 @@ class EvalConfig:
 
 
 @dataclass
+class FaceConfig:
+    # How predict.py brings a photo into the training frame; set it to how the training faces were made.
+    align: Literal["ffhq", "none"] = "ffhq"  # ffhq: FFHQ crop from face-mesh eye/mouth landmarks; none: photo padded to a square
+    skin: Literal["mesh", "bisenet", "none"] = "mesh"  # mesh: face oval minus eyes/brows/lips; bisenet: parsed classes; none: whole crop
+    multiple_faces: Literal["largest", "skip"] = "largest"  # several faces in a photo: use the largest, or skip the photo
+    min_score: float = 0.5  # detection and face-presence scores below this are not faces
+    mesh_models: str = ""  # folder of the face-mesh .tflite files; "" = models/face_mesh (make install)
+    bisenet_weights: str = ""  # skin=bisenet: path to face-parsing.PyTorch's 79999_iter.pth
+    skin_classes: list[int] = field(default_factory=lambda: [1, 10])  # skin=bisenet: classes that are skin
+
+
+@dataclass
 class LoggingConfig:
     wandb: Literal["online", "offline", "disabled"] = "offline"  # WANDB_MODE overrides; no API key -> offline
     project: str = "wrinkle-segmentation"
@@ -170,6 +182,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
@@ -380,6 +393,8 @@ def validate(cfg: Config) -> None:
     require(cfg.eval.batch_size > 0, "eval.batch_size: must be positive")
     require(0 < cfg.eval.threshold < 1, "eval.threshold: must be in (0, 1)")
     require(cfg.eval.tolerance_px >= 0, "eval.tolerance_px: must be >= 0")
+    require(0 < cfg.face.min_score < 1, "face.min_score: must be in (0, 1)")
+    require(cfg.face.skin != "bisenet" or bool(cfg.face.skin_classes), "face.skin_classes: at least one class with skin bisenet")
     require(0 < cfg.scheduler.factor < 1, "scheduler.factor: must be in (0, 1)")
     expected_mode = "min" if cfg.scheduler.monitor == "val_loss" else "max"
     require(cfg.scheduler.mode == expected_mode, f"scheduler.mode: {cfg.scheduler.monitor} needs mode {expected_mode}")

@@ -1,19 +1,26 @@
-"""Turn raw photos into square, skin-masked face crops for training or prediction.
+"""Turn raw photos into aligned, skin-masked face crops, as the training faces are.
 
     python face_parsing_extraction.py --input photos/ --output faces_out/ [--size 512]
 
-Writes OUTPUT/faces/X.png (a size x size crop, non-skin pixels zeroed) and OUTPUT/face_masks/X.png
-(0/255 skin mask) for every readable image, and OUTPUT/summary.csv with one status row per input file.
+For every photo X.* with a usable face: OUTPUT/faces/X.png (size x size crop, non-skin pixels
+zeroed) and OUTPUT/face_masks/X.png (0/255 skin mask); OUTPUT/summary.csv has one row per input
+file: status (ok; skipped: not an image; error: unreadable; no_face; multiple_faces), the number of
+faces, and `matrix`, the six numbers of the 2x3 affine from photo pixels to crop pixels (pixel
+centres at integer coordinates), so any output can be mapped back onto the photo with its inverse
+(cv2.warpAffine(..., flags=cv2.WARP_INVERSE_MAP)).
 
-Backends (--backend):
-  none     the centred square of the photo, scaled to --size; the whole crop counts as skin.
-  bisenet  the same crop, parsed by BiSeNet (face-parsing.PyTorch's 79999_iter.pth, given with
-           --weights) as the seed and the FFHQ-Wrinkle authors do; skin = --skin-classes (default
-           1,10: skin and nose), everything else zeroed.
-Both expect faces that are already centred (FFHQ-like). Landmark alignment with a face mesh, for
-arbitrary photos, is the next backend to come; until then this tool does not detect faces.
+Alignment (--align):
+  ffhq     (default) FFHQ's crop from the eye centres and mouth corners of the 468-point face
+           mesh (BlazeFace detector + face landmark model, run offline with LiteRT).
+  none     the whole photo, zero-padded to a square and scaled; no crop.
+Skin (--backend):
+  mesh     (default) the face oval minus eyes, eyebrows and lips, from the same face mesh.
+  bisenet  BiSeNet face parsing (face-parsing.PyTorch's 79999_iter.pth, given with --weights), as
+           the seed and the FFHQ-Wrinkle authors use it; skin = --skin-classes (default 1,10).
+  none     every pixel of the photo is skin.
+Several faces: the largest is used (--multiple largest) or the photo is skipped (skip).
 
-Exit codes: 0 every image was processed; 3 some images could not be read; 1 nothing could be done.
+Exit codes: 0 every image gave a face; 3 some did not (see summary.csv); 1 nothing could be done.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from pathlib import Path
 
 from cli import EXIT_OK, EXIT_PARTIAL, list_inputs, run_cli, setup_logging, write_summary
 
-BACKENDS = ("none", "bisenet")
+BACKENDS = ("mesh", "bisenet", "none")
+SUMMARY_COLUMNS = ["file", "status", "n_faces", "width", "height", "matrix", "message"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,7 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--input", required=True, help="folder of photos")
     parser.add_argument("--output", required=True, help="folder for faces/, face_masks/ and summary.csv")
     parser.add_argument("--size", type=int, default=512, help="side of the output crops (default 512)")
-    parser.add_argument("--backend", default="none", choices=BACKENDS)
+    parser.add_argument("--align", default="ffhq", choices=["ffhq", "none"])
+    parser.add_argument("--backend", default="mesh", choices=BACKENDS, help="where the skin mask comes from")
+    parser.add_argument("--multiple", default="largest", choices=["largest", "skip"], help="photos with several faces")
+    parser.add_argument("--min-score", type=float, default=0.5, help="detection and face-presence scores below this are not faces")
+    parser.add_argument("--mesh-models", default="", help="folder of the face-mesh .tflite files (default models/face_mesh)")
     parser.add_argument("--weights", help="bisenet: path to 79999_iter.pth")
     parser.add_argument("--skin-classes", default="1,10", help="bisenet: classes that count as skin (default 1,10)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -39,22 +51,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.size < 32:
         parser.error("--size must be at least 32")
+    if not 0 < args.min_score < 1:
+        parser.error("--min-score must be in (0, 1)")
     if args.backend == "bisenet" and not args.weights:
         parser.error("--backend bisenet needs --weights PATH/79999_iter.pth")
     try:
-        args.skin_classes = tuple(int(c) for c in args.skin_classes.split(","))
+        args.skin_classes = [int(c) for c in args.skin_classes.split(",")]
     except ValueError:
         parser.error(f"--skin-classes: expected comma-separated class numbers, got {args.skin_classes!r}")
     return args
 
 
-def extract_folder(input_dir: Path, output_dir: Path, size: int, parser=None, skin_classes: tuple[int, ...] = (1, 10)) -> list[dict]:
-    """Centre-crop, resize, skin-mask (with a BiSeNet `parser`) and write every image in `input_dir`;
-    one status row per file."""
-    import numpy as np
-
-    from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, resize_rgb, write_png
-    from face.bisenet import parse_face, skin_mask
+def extract_folder(input_dir: Path, output_dir: Path, cropper) -> list[dict]:
+    """Crop, skin-mask and write the face of every photo in `input_dir` with a `FaceCropper`; one
+    status row per file."""
+    from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_png
+    from face.crop import FaceNotUsable
 
     rows = []
     for path in list_inputs(input_dir):
@@ -65,32 +77,34 @@ def extract_folder(input_dir: Path, output_dir: Path, size: int, parser=None, sk
             continue
         try:
             image = read_rgb(path)
+            crop = cropper(image)
         except ImageReadError as err:
             row.update(status="error", message=str(err))
             continue
-        height, width = image.shape[:2]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        face = resize_rgb(image[top : top + side, left : left + side], size, size)
-        skin = skin_mask(parse_face(parser, face), skin_classes) if parser is not None else np.ones((size, size), bool)
-        write_png(output_dir / "faces" / f"{path.stem}.png", face * skin[..., None])
-        write_png(output_dir / "face_masks" / f"{path.stem}.png", skin)
-    write_summary(output_dir / "summary.csv", rows, ["file", "status", "message"])
+        except FaceNotUsable as err:
+            row.update(status=err.status, n_faces=err.n_faces, message=str(err))
+            continue
+        row.update(n_faces=crop.n_faces if cropper.mesh is not None else "", height=image.shape[0], width=image.shape[1],
+                   matrix=" ".join(f"{v:.6g}" for v in crop.matrix.ravel()))
+        write_png(output_dir / "faces" / f"{path.stem}.png", crop.image * crop.skin[..., None])
+        write_png(output_dir / "face_masks" / f"{path.stem}.png", crop.skin)
+    write_summary(output_dir / "summary.csv", rows, SUMMARY_COLUMNS)
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    parser = None
-    if args.backend == "bisenet":
-        from face.bisenet import load_bisenet
-        from inference import resolve_device
+    from config import FaceConfig
+    from face.crop import FaceCropper
+    from inference import resolve_device
 
-        parser = load_bisenet(args.weights, resolve_device(args.device))
-    rows = extract_folder(Path(args.input), Path(args.output), args.size, parser, args.skin_classes)
+    face = FaceConfig(align=args.align, skin=args.backend, multiple_faces=args.multiple, min_score=args.min_score,
+                      mesh_models=args.mesh_models, bisenet_weights=args.weights or "", skin_classes=args.skin_classes)
+    cropper = FaceCropper(face, args.size, str(resolve_device(args.device)))
+    rows = extract_folder(Path(args.input), Path(args.output), cropper)
     print(args.output)
-    return EXIT_PARTIAL if any(r["status"] == "error" for r in rows) else EXIT_OK
+    return EXIT_PARTIAL if any(r["status"] not in ("ok", "skipped") for r in rows) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,17 +1,27 @@
-"""Segment wrinkles in a folder of face images.
+"""Segment wrinkles on face photos: any size, any framing.
 
     python predict.py --checkpoint runs/NAME/checkpoints/best.pt --input photos/ --output predictions/
 
-For every readable image X.* in the input folder: OUTPUT/masks/X.png (0/255, the input's size) and
-OUTPUT/overlays/X.png (prediction in red), optionally OUTPUT/probs/X.png; OUTPUT/summary.csv has one
-row per input file with its status ("ok", "skipped" for non-image files, "error" for unreadable ones)
-and the wrinkle area as a percentage of skin. Photos are zero-padded to a square and resized to the
-checkpoint's training resolution, so nothing is distorted. The threshold defaults to the one chosen
-on validation. Models trained on skin-masked faces (the default) expect --face-masks: skin masks
-named like the images, as face_parsing_extraction.py writes them; without it the whole image is skin.
+Each photo is prepared as the checkpoint's training faces were, per its config's `face` section:
+the face is found (BlazeFace + 468-point face mesh, offline), cropped FFHQ-style from its eye and
+mouth landmarks at the training resolution, and its skin masked (mesh: face oval minus eyes, brows
+and lips; or BiSeNet). The model's output is mapped back onto the photo with the inverse transform.
+The threshold defaults to the one chosen on validation. Several faces: the largest is used
+(face.multiple_faces: largest) or the photo is skipped (skip).
 
-Exit codes: 0 every image was segmented; 3 some images could not be read (see summary.csv);
-1 nothing could be done (bad checkpoint, missing folder).
+Writes, for every photo X.*: OUTPUT/masks/X.png (0/255, the photo's size), OUTPUT/overlays/X.png
+(wrinkles in red), with --save-probs OUTPUT/probs/X.png (probability x 255); and OUTPUT/summary.csv,
+one row per input file: status (ok; skipped: not an image; error: unreadable; no_face;
+multiple_faces), number of faces, skin and wrinkle pixels, wrinkle area as % of skin, and the same
+% per region (forehead, glabella = between the brows, periorbital = around the eyes, cheeks =
+cheeks and nasolabial folds). Nothing is written outside OUTPUT.
+
+--face-masks DIR: images that are already face crops (face_parsing_extraction.py's faces/) with
+their skin masks (its face_masks/): no detection, the image is padded to a square and scaled.
+--align / --skin override the checkpoint's face settings (a warning says so).
+
+Exit codes: 0 every image got a mask; 3 some image files got none (unreadable, no face; see
+summary.csv; non-image files do not count); 1 nothing could be done (bad checkpoint, missing folder).
 """
 
 from __future__ import annotations
@@ -24,24 +34,33 @@ from cli import EXIT_OK, EXIT_PARTIAL, run_cli, setup_logging
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .pt written by train.py")
-    parser.add_argument("--input", required=True, help="folder of face images")
+    parser.add_argument("--input", required=True, help="folder of photos")
     parser.add_argument("--output", required=True, help="folder for masks/, overlays/ and summary.csv")
     parser.add_argument("--threshold", default="auto", help="a probability, or 'auto' (the validation-chosen one; default)")
-    parser.add_argument("--face-masks", help="folder of skin masks named like the images (e.g. face_parsing_extraction.py's face_masks/)")
+    parser.add_argument("--face-masks", help="folder of skin masks named like the images; the images are taken as already cropped")
+    parser.add_argument("--align", choices=["ffhq", "none"], help="override the checkpoint's face.align")
+    parser.add_argument("--skin", choices=["mesh", "bisenet", "none"], help="override the checkpoint's face.skin")
+    parser.add_argument("--bisenet-weights", help="with skin bisenet: path to 79999_iter.pth")
     parser.add_argument("--save-probs", action="store_true", help="also write probability maps (0-255) to probs/")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--verbose", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.face_masks and (args.align or args.skin):
+        parser.error("--face-masks takes the images as they are; it cannot be combined with --align or --skin")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from prediction import predict_folder
+    from prediction import NO_RESULT, predict_folder
 
-    rows = predict_folder(args.checkpoint, args.input, args.output, args.threshold, args.save_probs, args.batch_size, args.face_masks)
+    face_overrides = {k: v for k, v in (("align", args.align), ("skin", args.skin), ("bisenet_weights", args.bisenet_weights)) if v}
+    rows = predict_folder(args.checkpoint, args.input, args.output, args.threshold, args.save_probs, args.batch_size, args.face_masks, face_overrides)
     print(args.output)
-    return EXIT_PARTIAL if any(r["status"] == "error" for r in rows) else EXIT_OK
+    return EXIT_PARTIAL if any(r["status"] in NO_RESULT for r in rows) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -2,35 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from cli import list_inputs, write_summary
+from config import FaceConfig
 from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read_rgb, write_png
 from evaluation import resolve_threshold
+from face.crop import FaceCrop, FaceCropper, FaceNotUsable, load_mask_crop
+from face.regions import REGIONS
 from inference import load_model, model_predictor, resolve_device
 from visualize import overlay
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = ["file", "status", "width", "height", "wrinkle_pixels", "wrinkle_percent_of_skin", "threshold", "message"]
+NO_RESULT = ("error", "no_face", "multiple_faces")  # statuses of image files that got no mask
+SUMMARY_COLUMNS = (
+    ["file", "status", "n_faces", "width", "height", "skin_pixels", "wrinkle_pixels", "wrinkle_percent_of_skin"]
+    + [f"{name}_percent" for name in REGIONS]
+    + ["threshold", "message"]
+)
 
 
 @dataclass
 class Prepared:
-    """A photo brought to the model's input: padded to a square, resized, with how to undo it."""
+    """A photo and its face crop (the model's input, and the way back to the photo)."""
 
     path: Path
-    image: np.ndarray  # original RGB
-    skin: np.ndarray  # boolean skin mask at the original size (all True without face masks)
-    model_input: np.ndarray  # size x size RGB
-    side: int  # side of the zero-padded square before resizing
+    image: np.ndarray  # the photo, RGB
+    crop: FaceCrop
 
 
 def find_face_mask(face_mask_dir: Path, stem: str) -> Path:
@@ -42,29 +48,29 @@ def find_face_mask(face_mask_dir: Path, stem: str) -> Path:
     raise ImageReadError(f"{face_mask_dir}: no face mask named {stem}.*")
 
 
-def prepare(path: Path, size: int, face_mask_dir: Path | None = None, zero_non_skin: bool = True) -> Prepared:
-    """Read a photo (and its skin mask), prepare it as the training data was, fit it into size x size
-    without distortion (zero padding right and bottom)."""
+def read_with_face_mask(path: Path, face_mask_dir: Path, size: int) -> Prepared:
+    """A photo whose skin mask is a file of the same name: padded to a square, no face detection."""
     image = read_rgb(path)
-    height, width = image.shape[:2]
-    skin = np.ones((height, width), bool)
-    if face_mask_dir is not None:
-        mask_path = find_face_mask(face_mask_dir, path.stem)
-        skin = read_binary_mask(mask_path)
-        if skin.shape != (height, width):
-            raise ImageReadError(f"{mask_path}: face mask is {skin.shape[1]}x{skin.shape[0]}, image is {width}x{height}")
-    side = max(height, width)
-    square = np.zeros((side, side, 3), np.uint8)
-    square[:height, :width] = image * skin[..., None] if zero_non_skin else image
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return Prepared(path, image, skin, cv2.resize(square, (size, size), interpolation=interpolation), side)
+    mask_path = find_face_mask(face_mask_dir, path.stem)
+    skin = read_binary_mask(mask_path)
+    if skin.shape != image.shape[:2]:
+        raise ImageReadError(f"{mask_path}: face mask is {skin.shape[1]}x{skin.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
+    return Prepared(path, image, load_mask_crop(image, skin, size))
 
 
-def restore(prob: np.ndarray, item: Prepared) -> np.ndarray:
-    """Map a size x size probability map back onto the original photo's pixels."""
-    height, width = item.image.shape[:2]
-    square = cv2.resize(prob, (item.side, item.side), interpolation=cv2.INTER_LINEAR)
-    return square[:height, :width]
+def face_settings(trained: FaceConfig, overrides: dict[str, str]) -> FaceConfig:
+    """The checkpoint's face settings with `overrides`; a warning when they differ from training."""
+    differs = {k: v for k, v in overrides.items() if k in ("align", "skin") and getattr(trained, k) != v}
+    if differs:
+        log.warning("face settings differ from the model's training (%s): predictions may suffer",
+                    ", ".join(f"{k} {getattr(trained, k)} -> {v}" for k, v in differs.items()))
+    return dataclasses.replace(trained, **overrides)
+
+
+def percent(part: np.ndarray, whole: np.ndarray) -> float | str:
+    """100 * |part & whole| / |whole|, rounded; empty when `whole` is empty."""
+    total = int(whole.sum())
+    return round(100.0 * int((part & whole).sum()) / total, 4) if total else ""
 
 
 def predict_folder(
@@ -75,11 +81,14 @@ def predict_folder(
     save_probs: bool = False,
     batch_size: int = 4,
     face_mask_dir: str | Path | None = None,
+    face_overrides: dict[str, str] | None = None,
 ) -> list[dict]:
     """Segment every image in `input_dir`; returns the summary rows (one per input file).
 
-    With `face_mask_dir` (skin masks named like the images), non-skin pixels are handled as in
-    training (zeroed when the checkpoint's data.zero_non_skin) and wrinkles are reported on skin only.
+    Each photo is prepared as the checkpoint's training faces were (its `face` config: alignment,
+    skin mask; `face_overrides` replaces some of its keys, with a warning), segmented at the training resolution and mapped back onto
+    the photo. With `face_mask_dir` (skin masks named like the images) no face is detected: the
+    images are taken as they are, with those masks as skin.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
@@ -88,11 +97,15 @@ def predict_folder(
     files = list_inputs(input_dir)
     device = resolve_device("auto")
     model, cfg, state = load_model(checkpoint, device)
+    face = face_settings(cfg.face, face_overrides or {})
     predictor = model_predictor(model, device, cfg.train.amp, cfg.train.channels_last)
     used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg)
     size = cfg.data.image_size
-    if face_mask_dir is None and cfg.data.zero_non_skin:
-        log.warning("this model was trained on skin-masked faces; without --face-masks the whole image counts as skin and hair, eyes or background may be marked")
+    cropper = None
+    if face_mask_dir is None:
+        if face.skin == "none" and cfg.data.zero_non_skin:
+            log.warning("this model was trained on skin-masked faces; with face.skin none the whole photo counts as skin and hair, eyes or background may be marked")
+        cropper = FaceCropper(face, size, str(device))
     for sub in ("masks", "overlays") + (("probs",) if save_probs else ()):
         (output_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -102,21 +115,23 @@ def predict_folder(
     def flush() -> None:
         if not pending:
             return
-        batch = torch.from_numpy(np.stack([p.model_input for p in pending]).transpose(0, 3, 1, 2).copy())
-        probs = predictor({"image": batch})[1].cpu().numpy()
+        inputs = [p.crop.image * p.crop.skin[..., None] if cfg.data.zero_non_skin else p.crop.image for p in pending]
+        batch = torch.from_numpy(np.stack(inputs).transpose(0, 3, 1, 2).copy())
+        probs = predictor({"image": batch})[1].float().cpu().numpy()
         for item, prob in zip(pending, probs):
-            full = restore(prob, item)
-            mask = (full >= used_threshold) & item.skin
+            full = item.crop.to_photo(prob)
+            skin = item.crop.photo_skin()
+            mask = (full >= used_threshold) & skin
             stem = item.path.stem
             write_png(output_dir / "masks" / f"{stem}.png", mask.astype(np.uint8) * 255)
             write_png(output_dir / "overlays" / f"{stem}.png", overlay(item.image, mask))
             if save_probs:
                 write_png(output_dir / "probs" / f"{stem}.png", np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8))
             height, width = mask.shape
-            rows[item.path].update(
-                status="ok", width=width, height=height, wrinkle_pixels=int(mask.sum()),
-                wrinkle_percent_of_skin=round(100.0 * mask.sum() / max(int(item.skin.sum()), 1), 4),
-            )
+            row = rows[item.path]
+            row.update(status="ok", width=width, height=height, skin_pixels=int(skin.sum()), wrinkle_pixels=int(mask.sum()),
+                       wrinkle_percent_of_skin=percent(mask, skin))
+            row.update({f"{name}_percent": percent(mask, region) for name, region in item.crop.photo_regions().items()})
         pending.clear()
 
     stems: dict[str, Path] = {}
@@ -129,12 +144,22 @@ def predict_folder(
             row.update(status="skipped", message=f"same name as {stems[path.stem].name}; its outputs would collide")
             continue
         try:
-            pending.append(prepare(path, size, face_mask_dir, cfg.data.zero_non_skin))
+            if cropper is None:
+                item = read_with_face_mask(path, face_mask_dir, size)
+            else:
+                image = read_rgb(path)
+                item = Prepared(path, image, cropper(image))
+                row["n_faces"] = item.crop.n_faces if cropper.mesh is not None else ""
         except ImageReadError as err:
             row.update(status="error", message=str(err))
             log.warning("%s", err)
             continue
+        except FaceNotUsable as err:
+            row.update(status=err.status, n_faces=err.n_faces, message=str(err))
+            log.warning("%s: %s", path.name, err)
+            continue
         stems[path.stem] = path
+        pending.append(item)
         if len(pending) >= batch_size:
             flush()
     flush()

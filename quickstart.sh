@@ -19,7 +19,7 @@ timed() {  # timed LABEL COMMAND...: run it, remember how long it took
 }
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  timed install "$PYTHON" -m pip install -q -r requirements.txt
+  timed install bash -c "'$PYTHON' -m pip install -q -r requirements.txt && '$PYTHON' -m face.mesh_models > /dev/null"
 fi
 timed data "$PYTHON" -m data.synthetic --config "$CONFIG"
 timed train bash -c "'$PYTHON' train.py --config '$CONFIG' > .quickstart_run"
@@ -30,6 +30,11 @@ timed baseline "$PYTHON" evaluate.py --baseline ridge --config "$CONFIG" --outpu
 # Unseen faces (another seed, another size) stand in for a user's photos.
 "$PYTHON" -m data.synthetic --output "$RUN/demo_faces" --n 6 --height 240 --width 200 --seed 777 > /dev/null
 timed predict "$PYTHON" predict.py --checkpoint "$RUN/checkpoints/best.pt" --input "$RUN/demo_faces/images" --face-masks "$RUN/demo_faces/face_masks" --output "$RUN/predictions"
+# A real photo (public domain, shipped with matplotlib): found, FFHQ-aligned, skin-masked by the face
+# mesh, segmented and mapped back. The model has only seen synthetic faces: this shows the path.
+mkdir -p "$RUN/photo_in"
+cp "$("$PYTHON" -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")" "$RUN/photo_in/"
+timed photo "$PYTHON" predict.py --checkpoint "$RUN/checkpoints/best.pt" --input "$RUN/photo_in" --output "$RUN/photo_predictions" --align ffhq --skin mesh
 
 echo
 echo "== quickstart done =="
@@ -50,4 +55,7 @@ for name, m in (("network", test), ("ridge baseline", ridge)):
 print(f"run folder:   {run}")
 print(f"evaluation:   {run / 'eval_test'}  (metrics.json, per_image.csv, roc.png, pr.png, threshold.png, overlays/)")
 print(f"predictions:  {run / 'predictions'}  (masks/, overlays/, summary.csv)")
+photo = next(csv.DictReader(open(run / "photo_predictions" / "summary.csv")))
+print(f"real photo:   {run / 'photo_predictions'}  {photo['file']}: {photo['status']}, wrinkles {photo['wrinkle_percent_of_skin']} % of skin "
+      f"(forehead {photo['forehead_percent']}, glabella {photo['glabella_percent']}, periorbital {photo['periorbital_percent']}, cheeks {photo['cheeks_percent']})")
 PY

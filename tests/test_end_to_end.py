@@ -162,13 +162,19 @@ def test_evaluate_rejects_a_file_that_is_not_a_checkpoint(tmp_path, cli_env):
     assert result.stderr.strip().startswith("error:") and "fake.pt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_face_parsing_extraction_none_backend(tmp_path, cli_env):
+def test_face_parsing_extraction_without_alignment_or_parsing(tmp_path, cli_env):
     inputs = tmp_path / "in"
     write_png(inputs / "wide.png", np.full((60, 90, 3), 200, np.uint8))
     (inputs / "readme.txt").write_text("x")
-    run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "out"), "--size", "64"], tmp_path, cli_env)
+    run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "out"), "--size", "64",
+         "--align", "none", "--backend", "none"], tmp_path, cli_env)
     assert cv2.imread(str(tmp_path / "out" / "faces" / "wide.png")).shape == (64, 64, 3)
-    assert cv2.imread(str(tmp_path / "out" / "face_masks" / "wide.png"), cv2.IMREAD_UNCHANGED).min() == 255
+    skin = cv2.imread(str(tmp_path / "out" / "face_masks" / "wide.png"), cv2.IMREAD_UNCHANGED)
+    # The photo, padded to a square at the bottom: its 60 of 90 rows are skin, the padding is not.
+    assert (skin[:42] == 255).all() and (skin[43:] == 0).all()
+    rows = {r["file"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
+    assert rows["readme.txt"]["status"] == "skipped" and rows["wide.png"]["status"] == "ok"
+    assert np.allclose([float(v) for v in rows["wide.png"]["matrix"].split()], [64 / 90, 0, 32 / 90 - 0.5, 0, 64 / 90, 32 / 90 - 0.5], atol=1e-5)
 
 
 def test_predict_with_face_masks_marks_skin_only(trained_run):
@@ -197,10 +203,55 @@ def test_face_parsing_extraction_bisenet_backend(tmp_path, cli_env):
     inputs = tmp_path / "in"
     write_png(inputs / "face.png", np.random.default_rng(0).integers(0, 255, (80, 70, 3), dtype=np.uint8))
     run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "out"), "--size", "64",
-         "--backend", "bisenet", "--weights", str(tmp_path / "79999_iter.pth"), "--device", "cpu"], tmp_path, cli_env)
+         "--align", "none", "--backend", "bisenet", "--weights", str(tmp_path / "79999_iter.pth"), "--device", "cpu"], tmp_path, cli_env)
     face = cv2.imread(str(tmp_path / "out" / "faces" / "face.png"))
     skin = cv2.imread(str(tmp_path / "out" / "face_masks" / "face.png"), cv2.IMREAD_UNCHANGED)
     assert face.shape == (64, 64, 3) and skin.shape == (64, 64) and set(np.unique(skin)) <= {0, 255}
     assert (face[skin == 0] == 0).all()
     result = run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "o2"), "--backend", "bisenet"], tmp_path, cli_env, expect=2)
     assert "--weights" in result.stderr
+
+
+def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data):
+    """Real photos of any size: face found, FFHQ-aligned, segmented, mapped back; statuses for the rest."""
+    from face.mesh_models import MeshModelsMissing, find_models
+
+    try:
+        find_models()
+    except MeshModelsMissing as err:
+        pytest.skip(str(err))
+    from data.image_io import read_rgb
+    from face.mesh import FaceMesh
+    from face.regions import region_masks, skin_mask
+
+    run_dir, work, env = trained_run
+    inputs = work / "real_photos"
+    inputs.mkdir()
+    for photo in ("grace_hopper.jpg", "astronaut_eileen_collins.png"):
+        (inputs / photo).write_bytes((shared_data / "photos" / photo).read_bytes())
+    (inputs / "notes.txt").write_text("not an image")
+    (inputs / "truncated.png").write_bytes((shared_data / "photos" / "astronaut_eileen_collins.png").read_bytes()[:5000])
+    write_png(inputs / "wall.png", np.full((240, 320, 3), 128, np.uint8))  # no face
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in inputs.iterdir())
+    out = work / "pred_real"
+    result = run([str(PROJECT_ROOT / "predict.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--input", str(inputs), "--output", str(out),
+                  "--align", "ffhq", "--skin", "mesh", "--threshold", "0.05", "--save-probs"], work, env, expect=3)
+    assert "differ from the model's training" in result.stderr  # the tiny model was trained on unaligned faces
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in inputs.iterdir()) == before
+    rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert [rows[n]["status"] for n in sorted(rows)] == ["ok", "ok", "skipped", "error", "no_face"]
+    mesh = FaceMesh()
+    for name in ("grace_hopper.jpg", "astronaut_eileen_collins.png"):
+        row, image = rows[name], read_rgb(inputs / name)
+        stem = name.rsplit(".", 1)[0]
+        mask = cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED) > 0
+        probs = cv2.imread(str(out / "probs" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == probs.shape == image.shape[:2] and row["n_faces"] == "1"
+        landmarks = mesh(image)[0].landmarks
+        skin = skin_mask(landmarks, image.shape[:2])
+        assert mask.any() and not (mask & ~skin).any()  # wrinkles only on the face's skin
+        assert int(row["skin_pixels"]) == skin.sum() and int(row["wrinkle_pixels"]) == mask.sum()
+        assert float(row["wrinkle_percent_of_skin"]) == pytest.approx(100 * mask.sum() / skin.sum(), abs=1e-3)
+        for region, area in region_masks(landmarks, image.shape[:2]).items():
+            area &= skin
+            assert float(row[f"{region}_percent"]) == pytest.approx(100 * (mask & area).sum() / area.sum(), abs=1e-3)

@@ -1,0 +1,121 @@
+"""From a photo to the model's input: find the face, align it, mask its skin; and back again.
+
+One `FaceCropper`, configured by the checkpoint's `face` section, serves predict.py and
+face_parsing_extraction.py, so photos are prepared exactly as the training faces were.
+Rule for photos with several faces: the largest face (`face.multiple_faces: largest`) or none
+(`skip`, status "multiple_faces"); a photo with no face gets status "no_face".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import cv2
+import numpy as np
+
+from face.align import ffhq_affine, photo_outline, square_affine, transform_points, warp_to_face, warp_to_photo
+from face.regions import region_masks, skin_mask
+
+
+class FaceNotUsable(ValueError):
+    """A photo the face rule rejects; `status` goes into summary.csv."""
+
+    def __init__(self, status: str, message: str, n_faces: int):
+        super().__init__(message)
+        self.status, self.n_faces = status, n_faces
+
+
+@dataclass
+class FaceCrop:
+    """A photo's face in the training frame, and how to map results back onto the photo."""
+
+    image: np.ndarray  # size x size RGB, not masked
+    skin: np.ndarray  # size x size bool: skin pixels that come from inside the photo
+    matrix: np.ndarray  # 2x3, photo pixels -> crop pixels
+    photo_shape: tuple[int, int]  # (height, width)
+    landmarks: np.ndarray | None = None  # (468, 2) in photo pixels, when a face mesh ran
+    n_faces: int = 0
+    skin_from_mesh: bool = False
+    _photo_skin: np.ndarray | None = field(default=None, repr=False)
+
+    def to_photo(self, array: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """Map a crop-frame array (probabilities, a mask) back onto the photo; 0 outside the crop."""
+        return warp_to_photo(array, self.matrix, self.photo_shape, interpolation)
+
+    def photo_skin(self) -> np.ndarray:
+        """The skin mask at the photo's size: drawn from the landmarks when the mesh made it (exact
+        at any photo size), else the crop's mask mapped back."""
+        if self._photo_skin is None:
+            if self.skin_from_mesh:
+                self._photo_skin = skin_mask(self.landmarks, self.photo_shape)
+            else:
+                self._photo_skin = self.to_photo(self.skin.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
+        return self._photo_skin
+
+    def photo_regions(self) -> dict[str, np.ndarray]:
+        """Facial regions (forehead, glabella, periorbital, cheeks) on the photo's skin; empty
+        without landmarks."""
+        if self.landmarks is None:
+            return {}
+        skin = self.photo_skin()
+        return {name: region & skin for name, region in region_masks(self.landmarks, self.photo_shape).items()}
+
+
+class FaceCropper:
+    """Photo -> `FaceCrop`, per a `face` config section (align, skin, multiple_faces, ...)."""
+
+    def __init__(self, face_cfg, size: int, device: str = "cpu"):
+        self.cfg, self.size = face_cfg, size
+        self.mesh = None
+        if face_cfg.align == "ffhq" or face_cfg.skin == "mesh":
+            from face.mesh import FaceMesh
+
+            self.mesh = FaceMesh(face_cfg.mesh_models or None, face_cfg.min_score)
+        self.parser = None
+        if face_cfg.skin == "bisenet":
+            from face.bisenet import load_bisenet
+
+            if not face_cfg.bisenet_weights:
+                raise FileNotFoundError("face.bisenet_weights: skin bisenet needs the path of 79999_iter.pth (face-parsing.PyTorch)")
+            self.parser = load_bisenet(face_cfg.bisenet_weights, device)
+
+    def __call__(self, image: np.ndarray) -> FaceCrop:
+        """The photo's face crop; raises `FaceNotUsable` for no face or (with `skip`) several."""
+        height, width = image.shape[:2]
+        landmarks, n_faces = None, 0
+        if self.mesh is not None:
+            faces = self.mesh(image)
+            n_faces = len(faces)
+            if not faces:
+                raise FaceNotUsable("no_face", "no face found", 0)
+            if n_faces > 1 and self.cfg.multiple_faces == "skip":
+                raise FaceNotUsable("multiple_faces", f"{n_faces} faces found; face.multiple_faces is skip", n_faces)
+            landmarks = faces[0].landmarks  # largest first
+        if self.cfg.align == "ffhq":
+            matrix = ffhq_affine(landmarks, self.size)
+            crop = warp_to_face(image, matrix, self.size, cv2.BORDER_REFLECT_101)  # FFHQ pads by reflection
+        else:
+            matrix = square_affine(height, width, self.size)
+            crop = warp_to_face(image, matrix, self.size, cv2.BORDER_CONSTANT)
+        inside = photo_outline(height, width, matrix, self.size)
+        if self.cfg.skin == "mesh":
+            skin = skin_mask(transform_points(landmarks, matrix), (self.size, self.size)) & inside
+        elif self.cfg.skin == "bisenet":
+            from face.bisenet import parse_face, skin_mask as parsed_skin
+
+            skin = parsed_skin(parse_face(self.parser, crop), tuple(self.cfg.skin_classes)) & inside
+        else:
+            skin = inside
+        return FaceCrop(crop, skin, matrix, (height, width), landmarks, n_faces, self.cfg.skin == "mesh")
+
+
+def load_mask_crop(image: np.ndarray, skin: np.ndarray, size: int) -> FaceCrop:
+    """A crop for a photo whose skin mask is given (face_parsing_extraction.py output, or any
+    mask file): padded to a square and scaled, no face detection."""
+    height, width = image.shape[:2]
+    matrix = square_affine(height, width, size)
+    crop = warp_to_face(image, matrix, size, cv2.BORDER_CONSTANT)
+    crop_skin = warp_to_face(skin.astype(np.float32), matrix, size, cv2.BORDER_CONSTANT) >= 0.5
+    result = FaceCrop(crop, crop_skin, matrix, (height, width))
+    result._photo_skin = skin
+    return result
+

@@ -1,0 +1,159 @@
+"""Face detection (BlazeFace short range) and the 468-point face mesh, run with LiteRT.
+
+The two MediaPipe models (see `face.mesh_models`) are run directly, with the pre- and
+post-processing of MediaPipe's face_mesh graph written here: SSD anchors and weighted non-maximum
+suppression for the detector, a rotated square region of interest for the mesh, and a second mesh
+pass on the region the first pass found (MediaPipe's tracking step, which tightens the landmarks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from face.mesh_models import find_models
+
+DETECTOR_SIZE = 128
+MESH_SIZE = 192
+ROI_SCALE = 1.5  # the mesh sees the face box enlarged 1.5x, as in MediaPipe
+NMS_IOU = 0.3
+RIGHT_EYE_CORNER, LEFT_EYE_CORNER = 33, 263  # outer eye corners (subject's right eye is on the image's left)
+
+
+@dataclass
+class Face:
+    """One face in a photo: its detection box (x0, y0, x1, y1 in pixels), scores and landmarks."""
+
+    box: np.ndarray
+    detection_score: float
+    presence_score: float  # the mesh model's face-presence probability
+    landmarks: np.ndarray  # (468, 2) float32, x, y in photo pixels
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+def ssd_anchors() -> np.ndarray:
+    """The detector's 896 anchor centres (x, y in 0..1): 2 per cell on the 16x16 grid (stride 8),
+    6 per cell on the 8x8 grid (three stride-16 layers of 2)."""
+    anchors = []
+    for grid, per_cell in ((16, 2), (8, 6)):
+        ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+        centres = np.stack([(xs.ravel() + 0.5) / grid, (ys.ravel() + 0.5) / grid], 1)
+        anchors.append(np.repeat(centres, per_cell, axis=0))
+    return np.concatenate(anchors).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_limit: float) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """MediaPipe's weighted NMS: overlapping detections are averaged, weighted by score."""
+    order = np.argsort(-scores)
+    results = []
+    while order.size:
+        top = boxes[order[0]]
+        x0 = np.maximum(top[0], boxes[order, 0])
+        y0 = np.maximum(top[1], boxes[order, 1])
+        x1 = np.minimum(top[2], boxes[order, 2])
+        y1 = np.minimum(top[3], boxes[order, 3])
+        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+        areas = (boxes[order, 2] - boxes[order, 0]) * (boxes[order, 3] - boxes[order, 1])
+        iou = inter / np.maximum(areas + (top[2] - top[0]) * (top[3] - top[1]) - inter, 1e-9)
+        group, order = order[iou > iou_limit], order[iou <= iou_limit]
+        weights = scores[group] / scores[group].sum()
+        results.append((weights @ boxes[group], float(scores[group[0]]), np.tensordot(weights, keypoints[group], 1)))
+    return results
+
+
+def roi_transform(centre: np.ndarray, size: float, angle: float, out_size: int) -> np.ndarray:
+    """2x3 affine from a rotated square region's pixels (out_size x out_size) to photo pixels."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotation = np.array([[cos, -sin], [sin, cos]]) * (size / out_size)
+    offset = np.asarray(centre) - rotation @ np.array([out_size / 2, out_size / 2])
+    return np.hstack([rotation, offset[:, None]]).astype(np.float64)
+
+
+class FaceMesh:
+    """Faces and their 468 landmarks in an RGB photo, on the CPU, in a few milliseconds per face."""
+
+    def __init__(self, model_dir: str | Path | None = None, min_score: float = 0.5, num_threads: int = 1):
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # imported here: only this backend needs it
+        except ImportError as err:
+            raise RuntimeError("the face mesh runs with LiteRT: pip install -r requirements.txt (ai-edge-litert)") from err
+
+        paths = find_models(model_dir)
+        self.detector = Interpreter(model_path=str(paths["face_detection_short_range.tflite"]), num_threads=num_threads)
+        self.mesh = Interpreter(model_path=str(paths["face_landmark.tflite"]), num_threads=num_threads)
+        for interpreter in (self.detector, self.mesh):
+            interpreter.allocate_tensors()
+        self.min_score = min_score
+        self.anchors = ssd_anchors()
+
+    @staticmethod
+    def _run(interpreter, tensor: np.ndarray) -> list[np.ndarray]:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[None].astype(np.float32))
+        interpreter.invoke()
+        return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+
+    def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
+        """Face boxes (x0, y0, x1, y1), scores and 6 keypoints (eyes, nose, mouth, ears) in pixels."""
+        height, width = image.shape[:2]
+        side = max(height, width)
+        top, left = (side - height) // 2, (side - width) // 2
+        square = cv2.copyMakeBorder(image, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=0)
+        tensor = cv2.resize(square, (DETECTOR_SIZE, DETECTOR_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32) / 127.5 - 1.0
+        outputs = {o.shape[-1]: o[0] for o in self._run(self.detector, tensor)}
+        raw, logits = outputs[16], outputs[1][:, 0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100, 100)))  # MediaPipe clips at 100
+        keep = scores >= self.min_score
+        if not keep.any():
+            return []
+        raw, scores, anchors = raw[keep] / DETECTOR_SIZE, scores[keep], self.anchors[keep]
+        centres = anchors + raw[:, :2]
+        boxes = np.concatenate([centres - raw[:, 2:4] / 2, centres + raw[:, 2:4] / 2], 1)
+        keypoints = anchors[:, None, :] + raw[:, 4:].reshape(-1, 6, 2)
+        shift = np.array([left, top], np.float32)
+        return [
+            ((box.reshape(2, 2) * side - shift).ravel(), score, points * side - shift)
+            for box, score, points in weighted_nms(boxes, scores, keypoints, NMS_IOU)
+        ]
+
+    def landmarks(self, image: np.ndarray, centre: np.ndarray, size: float, angle: float) -> tuple[np.ndarray, float]:
+        """The 468 landmarks (photo pixels) and face-presence score in a rotated square region."""
+        to_photo = roi_transform(centre, size, angle, MESH_SIZE)
+        crop = cv2.warpAffine(image, to_photo, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        outputs = {o.size: o for o in self._run(self.mesh, crop.astype(np.float32) / 255.0)}
+        points = outputs[468 * 3].reshape(468, 3)[:, :2]
+        presence = float(1.0 / (1.0 + np.exp(-outputs[1].item())))
+        return (points @ to_photo[:, :2].T + to_photo[:, 2]).astype(np.float32), presence
+
+    @staticmethod
+    def roi_from_points(points: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """A square region around `points`, turned so the eyes lie level, enlarged by ROI_SCALE."""
+        delta = left_eye - right_eye
+        angle = float(np.arctan2(delta[1], delta[0]))
+        cos, sin = np.cos(angle), np.sin(angle)
+        upright = (points - points.mean(0)) @ np.array([[cos, -sin], [sin, cos]])  # rotate by -angle
+        low, high = upright.min(0), upright.max(0)
+        centre_upright = (low + high) / 2
+        centre = points.mean(0) + np.array([[cos, -sin], [sin, cos]]) @ centre_upright
+        return centre, float((high - low).max() * ROI_SCALE), angle
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        """Every face found in an RGB uint8 photo, largest first; faces whose mesh presence score is
+        below `min_score` are dropped."""
+        faces = []
+        for box, score, keypoints in self.detect(image):
+            delta = keypoints[1] - keypoints[0]  # right eye -> left eye
+            centre, size = (box[:2] + box[2:]) / 2, float((box[2:] - box[:2]).max() * ROI_SCALE)
+            angle = float(np.arctan2(delta[1], delta[0]))
+            points, presence = self.landmarks(image, centre, size, angle)
+            # Second pass on the region the mesh itself spans (MediaPipe's tracking step).
+            centre, size, angle = self.roi_from_points(points, points[RIGHT_EYE_CORNER], points[LEFT_EYE_CORNER])
+            points, presence = self.landmarks(image, centre, size, angle)
+            if presence >= self.min_score:
+                faces.append(Face(box, score, presence, points))
+        return sorted(faces, key=lambda f: -f.area)
