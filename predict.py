@@ -10,7 +10,7 @@ The threshold defaults to the one chosen on validation. Several faces: the large
 (face.multiple_faces: largest) or the photo is skipped (skip).
 
 Writes, for every photo X.*: OUTPUT/masks/X.png (0/255, the photo's size), OUTPUT/overlays/X.png
-(wrinkles in red), with --save-probs OUTPUT/probs/X.png (probability x 255); and OUTPUT/summary.csv,
+(wrinkles in red, the regions outlined), with --save-probs OUTPUT/probs/X.png (probability x 255); and OUTPUT/summary.csv,
 one row per input file: status (ok; skipped: not an image; error: unreadable; no_face;
 multiple_faces), number of faces, skin and wrinkle pixels, wrinkle area as % of skin, and the same
 % per region (forehead, glabella = between the brows, periorbital = around the eyes, cheeks =

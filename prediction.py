@@ -18,7 +18,7 @@ from evaluation import resolve_threshold
 from face.crop import FaceCrop, FaceCropper, FaceNotUsable, load_mask_crop
 from face.regions import REGIONS
 from inference import load_model, model_predictor, resolve_device
-from visualize import overlay
+from visualize import draw_region_outlines, overlay
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,15 @@ def predict_folder(
             mask = (full >= used_threshold) & skin
             stem = item.path.stem
             write_png(output_dir / "masks" / f"{stem}.png", mask.astype(np.uint8) * 255)
-            write_png(output_dir / "overlays" / f"{stem}.png", overlay(item.image, mask))
+            regions = item.crop.photo_regions()
+            write_png(output_dir / "overlays" / f"{stem}.png", draw_region_outlines(overlay(item.image, mask), regions))
             if save_probs:
                 write_png(output_dir / "probs" / f"{stem}.png", np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8))
             height, width = mask.shape
             row = rows[item.path]
             row.update(status="ok", width=width, height=height, skin_pixels=int(skin.sum()), wrinkle_pixels=int(mask.sum()),
                        wrinkle_percent_of_skin=percent(mask, skin))
-            row.update({f"{name}_percent": percent(mask, region) for name, region in item.crop.photo_regions().items()})
+            row.update({f"{name}_percent": percent(mask, region) for name, region in regions.items()})
         pending.clear()
 
     stems: dict[str, Path] = {}

@@ -15,12 +15,31 @@ YELLOW = np.array([255, 230, 0], np.float32)  # both
 
 def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None, alpha: float = 0.75) -> np.ndarray:
     """RGB uint8 image with predicted pixels red; with `truth`, missed pixels green and hits yellow."""
-    out = image.astype(np.float32).copy()
+    out = image.copy()
     pred = pred.astype(bool)
     layers = [(pred, RED)] if truth is None else [(pred & ~truth, RED), (truth & ~pred, GREEN), (pred & truth, YELLOW)]
     for where, color in layers:
-        out[where] = (1 - alpha) * out[where] + alpha * color
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        # Only the marked pixels are blended: a photo of many megapixels is not converted as a whole.
+        out[where] = np.clip((1 - alpha) * out[where].astype(np.float32) + alpha * color + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+REGION_COLORS = {  # outlines of the facial regions predict.py reports (RGB)
+    "forehead": (80, 160, 255), "glabella": (255, 230, 0), "periorbital": (0, 220, 120), "cheeks": (255, 140, 230),
+}
+
+
+def draw_region_outlines(image: np.ndarray, regions: dict[str, np.ndarray]) -> np.ndarray:
+    """A copy of `image` with each region's outline drawn in its REGION_COLORS colour, about 1/400
+    of the image side thick."""
+    import cv2
+
+    out = image.copy()
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    for name, mask in regions.items():
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, REGION_COLORS.get(name, (255, 255, 255)), thickness, lineType=cv2.LINE_AA)
+    return out
 
 
 def plot_curves(histogram: ScoreHistogram, out_dir: str | Path, threshold: float) -> list[Path]:

@@ -28,20 +28,15 @@ def _decode(path: Path, flags: int) -> np.ndarray:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as uint8 RGB, H x W x 3: RGBA drops alpha, grayscale is repeated, 16-bit is scaled."""
+    """Read an image as uint8 RGB, H x W x 3, turned upright per its EXIF orientation (phone photos
+    are often stored sideways): alpha is dropped, grayscale repeated, 16-bit scaled."""
     path = Path(path)
-    array = _decode(path, cv2.IMREAD_UNCHANGED)
+    array = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # IMREAD_COLOR applies EXIF orientation
     if array.dtype == np.uint16:
         array = (array // 257).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise ImageReadError(f"{path}: unsupported pixel type {array.dtype}")
-    if array.ndim == 2:
-        return cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
-    if array.shape[2] == 4:
-        return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
-    if array.shape[2] == 3:
-        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-    raise ImageReadError(f"{path}: unsupported channel count {array.shape[2]}")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
 def read_binary_mask(path: str | Path, threshold: int | None = None) -> np.ndarray:

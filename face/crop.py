@@ -35,7 +35,7 @@ class FaceCrop:
     landmarks: np.ndarray | None = None  # (468, 2) in photo pixels, when a face mesh ran
     n_faces: int = 0
     skin_from_mesh: bool = False
-    _photo_skin: np.ndarray | None = field(default=None, repr=False)
+    photo_skin_mask: np.ndarray | None = field(default=None, repr=False)  # at the photo's size; made on first use unless given
 
     def to_photo(self, array: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """Map a crop-frame array (probabilities, a mask) back onto the photo; 0 outside the crop."""
@@ -44,12 +44,12 @@ class FaceCrop:
     def photo_skin(self) -> np.ndarray:
         """The skin mask at the photo's size: drawn from the landmarks when the mesh made it (exact
         at any photo size), else the crop's mask mapped back."""
-        if self._photo_skin is None:
+        if self.photo_skin_mask is None:
             if self.skin_from_mesh:
-                self._photo_skin = skin_mask(self.landmarks, self.photo_shape)
+                self.photo_skin_mask = skin_mask(self.landmarks, self.photo_shape)
             else:
-                self._photo_skin = self.to_photo(self.skin.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
-        return self._photo_skin
+                self.photo_skin_mask = self.to_photo(self.skin.astype(np.uint8), cv2.INTER_NEAREST).astype(bool)
+        return self.photo_skin_mask
 
     def photo_regions(self) -> dict[str, np.ndarray]:
         """Facial regions (forehead, glabella, periorbital, cheeks) on the photo's skin; empty
@@ -115,7 +115,5 @@ def load_mask_crop(image: np.ndarray, skin: np.ndarray, size: int) -> FaceCrop:
     matrix = square_affine(height, width, size)
     crop = warp_to_face(image, matrix, size, cv2.BORDER_CONSTANT)
     crop_skin = warp_to_face(skin.astype(np.float32), matrix, size, cv2.BORDER_CONSTANT) >= 0.5
-    result = FaceCrop(crop, crop_skin, matrix, (height, width))
-    result._photo_skin = skin
-    return result
+    return FaceCrop(crop, crop_skin, matrix, (height, width), photo_skin_mask=skin)
 

@@ -68,6 +68,20 @@ def test_images_become_rgb(tmp_path):
         read_rgb(tmp_path / "broken.png")
 
 
+def test_a_sideways_stored_phone_photo_reads_upright(tmp_path):
+    from PIL import Image
+
+    upright = np.zeros((60, 40, 3), np.uint8)
+    upright[:20] = (255, 0, 0)  # red on top
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # as a phone writes it: turned left
+    exif = stored.getexif()
+    exif[0x0112] = 6  # EXIF orientation: turn 90 degrees clockwise to display
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    image = read_rgb(tmp_path / "phone.jpg")
+    assert image.shape == (60, 40, 3)
+    assert image[5, 20, 0] > 200 and image[50, 20, 0] < 50
+
+
 def test_real_rgba_ffhq_image_reads_as_rgb(shared_data):
     image = read_rgb(shared_data / "ffhq-faces" / "images256" / "00015.png")
     assert image.shape == (256, 256, 3) and image.dtype == np.uint8 and image.std() > 10
