@@ -158,6 +158,7 @@ class FaceConfig:
     # How predict.py brings a photo into the training frame; set it to how the training faces were made.
     align: Literal["ffhq", "none"] = "ffhq"  # ffhq: FFHQ crop from face-mesh eye/mouth landmarks; none: photo padded to a square
     skin: Literal["mesh", "bisenet", "none"] = "mesh"  # mesh: face oval minus eyes/brows/lips; bisenet: parsed classes; none: whole crop
+    crop_scale: float = 1.0  # align ffhq: enlarge FFHQ's crop by this; `python -m face.calibrate DIR` measures it on training faces
     multiple_faces: Literal["largest", "skip"] = "largest"  # several faces in a photo: use the largest, or skip the photo
     min_score: float = 0.5  # detection and face-presence scores below this are not faces
     mesh_models: str = ""  # folder of the face-mesh .tflite files; "" = models/face_mesh (make install)
@@ -394,6 +395,7 @@ def validate(cfg: Config) -> None:
     require(0 < cfg.eval.threshold < 1, "eval.threshold: must be in (0, 1)")
     require(cfg.eval.tolerance_px >= 0, "eval.tolerance_px: must be >= 0")
     require(0 < cfg.face.min_score < 1, "face.min_score: must be in (0, 1)")
+    require(0.5 <= cfg.face.crop_scale <= 2, "face.crop_scale: must be in [0.5, 2]")
     require(cfg.face.skin != "bisenet" or bool(cfg.face.skin_classes), "face.skin_classes: at least one class with skin bisenet")
     require(0 < cfg.scheduler.factor < 1, "scheduler.factor: must be in (0, 1)")
     expected_mode = "min" if cfg.scheduler.monitor == "val_loss" else "max"

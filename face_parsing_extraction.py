@@ -11,7 +11,8 @@ centres at integer coordinates), so any output can be mapped back onto the photo
 
 Alignment (--align):
   ffhq     (default) FFHQ's crop from the eye centres and mouth corners of the 468-point face
-           mesh (BlazeFace detector + face landmark model, run offline with LiteRT).
+           mesh (BlazeFace detector + face landmark model, run offline with LiteRT); --crop-scale
+           enlarges it (python -m face.calibrate measures the value that matches training faces).
   none     the whole photo, zero-padded to a square and scaled; no crop.
 Skin (--backend):
   mesh     (default) the face oval minus eyes, eyebrows and lips, from the same face mesh.
@@ -40,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="folder for faces/, face_masks/ and summary.csv")
     parser.add_argument("--size", type=int, default=512, help="side of the output crops (default 512)")
     parser.add_argument("--align", default="ffhq", choices=["ffhq", "none"])
+    parser.add_argument("--crop-scale", type=float, default=1.0, help="enlarge FFHQ's crop by this (python -m face.calibrate measures it; default 1.0)")
     parser.add_argument("--backend", default="mesh", choices=BACKENDS, help="where the skin mask comes from")
     parser.add_argument("--multiple", default="largest", choices=["largest", "skip"], help="photos with several faces")
     parser.add_argument("--min-score", type=float, default=0.5, help="detection and face-presence scores below this are not faces")
@@ -51,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.size < 32:
         parser.error("--size must be at least 32")
+    if not 0.5 <= args.crop_scale <= 2:
+        parser.error("--crop-scale must be in [0.5, 2]")
     if not 0 < args.min_score < 1:
         parser.error("--min-score must be in (0, 1)")
     if args.backend == "bisenet" and not args.weights:
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from face.crop import FaceCropper
     from inference import resolve_device
 
-    face = FaceConfig(align=args.align, skin=args.backend, multiple_faces=args.multiple, min_score=args.min_score,
+    face = FaceConfig(align=args.align, skin=args.backend, crop_scale=args.crop_scale, multiple_faces=args.multiple, min_score=args.min_score,
                       mesh_models=args.mesh_models, bisenet_weights=args.weights or "", skin_classes=args.skin_classes)
     cropper = FaceCropper(face, args.size, str(resolve_device(args.device)))
     rows = extract_folder(Path(args.input), Path(args.output), cropper)

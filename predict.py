@@ -12,13 +12,16 @@ The threshold defaults to the one chosen on validation. Several faces: the large
 Writes, for every photo X.*: OUTPUT/masks/X.png (0/255, the photo's size), OUTPUT/overlays/X.png
 (wrinkles in red, the regions outlined), with --save-probs OUTPUT/probs/X.png (probability x 255); and OUTPUT/summary.csv,
 one row per input file: status (ok; skipped: not an image; error: unreadable; no_face;
-multiple_faces), number of faces, skin and wrinkle pixels, wrinkle area as % of skin, and the same
-% per region (forehead, glabella = between the brows, periorbital = around the eyes, cheeks =
-cheeks and nasolabial folds). Nothing is written outside OUTPUT.
+multiple_faces; name_clash: another file has the same name before its suffix), number of faces,
+skin and wrinkle pixels, wrinkle area as % of skin, and the same % per region (forehead, glabella =
+between the brows, periorbital = around the eyes, cheeks = cheeks and nasolabial folds), each over
+its own skin pixels; a region with under 2 % of the face's skin (cut off by the frame) is left
+empty. Nothing is written outside OUTPUT.
 
 --face-masks DIR: images that are already face crops (face_parsing_extraction.py's faces/) with
 their skin masks (its face_masks/): no detection, the image is padded to a square and scaled.
---align / --skin override the checkpoint's face settings (a warning says so).
+--align / --skin / --bisenet-weights / --mesh-models override the checkpoint's face settings (a
+warning says so when alignment or skin differ from training).
 
 Exit codes: 0 every image got a mask; 3 some image files got none (unreadable, no face; see
 summary.csv; non-image files do not count); 1 nothing could be done (bad checkpoint, missing folder).
@@ -41,12 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--align", choices=["ffhq", "none"], help="override the checkpoint's face.align")
     parser.add_argument("--skin", choices=["mesh", "bisenet", "none"], help="override the checkpoint's face.skin")
     parser.add_argument("--bisenet-weights", help="with skin bisenet: path to 79999_iter.pth")
+    parser.add_argument("--mesh-models", help="folder of the face-mesh .tflite files (default: the checkpoint's face.mesh_models, else models/face_mesh)")
     parser.add_argument("--save-probs", action="store_true", help="also write probability maps (0-255) to probs/")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    if args.face_masks and (args.align or args.skin):
-        parser.error("--face-masks takes the images as they are; it cannot be combined with --align or --skin")
+    if args.face_masks and (args.align or args.skin or args.bisenet_weights or args.mesh_models):
+        parser.error("--face-masks takes the images as they are; it cannot be combined with face settings")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     return args
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from prediction import NO_RESULT, predict_folder
 
-    face_overrides = {k: v for k, v in (("align", args.align), ("skin", args.skin), ("bisenet_weights", args.bisenet_weights)) if v}
+    face_overrides = {k: v for k, v in (("align", args.align), ("skin", args.skin), ("bisenet_weights", args.bisenet_weights), ("mesh_models", args.mesh_models)) if v}
     rows = predict_folder(args.checkpoint, args.input, args.output, args.threshold, args.save_probs, args.batch_size, args.face_masks, face_overrides)
     print(args.output)
     return EXIT_PARTIAL if any(r["status"] in NO_RESULT for r in rows) else EXIT_OK

@@ -14,23 +14,24 @@ import numpy as np
 from face.regions import MOUTH_CORNERS, eye_centres
 
 
-def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
-    """The FFHQ crop as four corners (top-left, bottom-left, bottom-right, top-right) in photo pixels."""
+def ffhq_quad(landmarks: np.ndarray, crop_scale: float = 1.0) -> np.ndarray:
+    """The FFHQ crop as four corners (top-left, bottom-left, bottom-right, top-right) in photo pixels;
+    `crop_scale` enlarges it about its centre (1.0: the published recipe)."""
     eye_left, eye_right = eye_centres(landmarks)  # FFHQ names eyes by image side: "left" is the subject's right
     mouth_left, mouth_right = landmarks[MOUTH_CORNERS[0]], landmarks[MOUTH_CORNERS[1]]
     eye_avg = (eye_left + eye_right) / 2
     eye_to_eye = eye_right - eye_left
     eye_to_mouth = (mouth_left + mouth_right) / 2 - eye_avg
     x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]  # the face's horizontal, from both cues
-    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8) * crop_scale
     y = np.flipud(x) * [-1, 1]
     centre = eye_avg + eye_to_mouth * 0.1
     return np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y]).astype(np.float64)
 
 
-def ffhq_affine(landmarks: np.ndarray, size: int) -> np.ndarray:
+def ffhq_affine(landmarks: np.ndarray, size: int, crop_scale: float = 1.0) -> np.ndarray:
     """2x3 matrix taking photo pixels to the size x size FFHQ-aligned frame."""
-    quad = ffhq_quad(landmarks)
+    quad = ffhq_quad(landmarks, crop_scale)
     # Pixel-index coordinates (a pixel's centre is its index): the quad's corners are the frame's
     # outer corners, which sit half a pixel outside the first and last pixel centres.
     target = np.array([[0, 0], [0, size], [size, size]], np.float32) - 0.5
@@ -50,7 +51,7 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def warp_to_face(image: np.ndarray, matrix: np.ndarray, size: int, border: int = cv2.BORDER_REFLECT_101) -> np.ndarray:
     """Resample a photo into the aligned frame; areas beyond the photo are mirrored, as FFHQ pads
     by reflection (masks should pass BORDER_CONSTANT)."""
-    shrink = int(1.0 / np.sqrt(abs(np.linalg.det(matrix[:, :2]))) / 1.5)
+    shrink = min(int(1.0 / np.sqrt(abs(np.linalg.det(matrix[:, :2]))) / 1.5), image.shape[0], image.shape[1])
     if shrink > 1:
         # Shrinking a lot: area-average by an integer factor first, so bilinear sampling does not
         # alias fine lines away. Small pixel u covers big pixels [u*f, u*f + f): centre u*f + (f-1)/2.

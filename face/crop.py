@@ -91,7 +91,7 @@ class FaceCropper:
                 raise FaceNotUsable("multiple_faces", f"{n_faces} faces found; face.multiple_faces is skip", n_faces)
             landmarks = faces[0].landmarks  # largest first
         if self.cfg.align == "ffhq":
-            matrix = ffhq_affine(landmarks, self.size)
+            matrix = ffhq_affine(landmarks, self.size, self.cfg.crop_scale)
             crop = warp_to_face(image, matrix, self.size, cv2.BORDER_REFLECT_101)  # FFHQ pads by reflection
         else:
             matrix = square_affine(height, width, self.size)

@@ -115,6 +115,7 @@ def test_predict_handles_photos_text_and_corrupt_files(trained_run, shared_data_
 
     write_png(inputs / "face_a.png", render_face(99, 90, 70).image)  # non-square, another size
     cv2.imwrite(str(inputs / "face_b.jpg"), cv2.cvtColor(render_face(99, 64, 64, 1).image, cv2.COLOR_RGB2BGR))
+    write_png(inputs / "face_b.png", render_face(99, 64, 64, 1).image)  # same stem as face_b.jpg: would overwrite its outputs
     (inputs / "notes.txt").write_text("not an image")
     (inputs / "truncated.png").write_bytes((inputs / "face_a.png").read_bytes()[:200])
     if shared_data_or_none is not None:
@@ -125,6 +126,7 @@ def test_predict_handles_photos_text_and_corrupt_files(trained_run, shared_data_
     rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
     assert rows["notes.txt"]["status"] == "skipped" and rows["truncated.png"]["status"] == "error"
     assert "truncated.png" in rows["truncated.png"]["message"]
+    assert rows["face_b.png"]["status"] == "name_clash" and "face_b.jpg" in rows["face_b.png"]["message"]
     images = [name for name in rows if rows[name]["status"] == "ok"]
     assert set(images) >= {"face_a.png", "face_b.jpg"}
     for name in images:
@@ -220,7 +222,9 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
         find_models()
     except MeshModelsMissing as err:
         pytest.skip(str(err))
+    from config import load_config
     from data.image_io import read_rgb
+    from face.align import ffhq_affine, warp_to_photo
     from face.mesh import FaceMesh
     from face.regions import region_masks, skin_mask
 
@@ -248,10 +252,17 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
         probs = cv2.imread(str(out / "probs" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == probs.shape == image.shape[:2] and row["n_faces"] == "1"
         landmarks = mesh(image)[0].landmarks
+        # Probabilities exist only where the aligned crop came from: mapped back, not just resized.
+        size = load_config(run_dir / "config.yaml").data.image_size
+        footprint = warp_to_photo(np.ones((size, size), np.float32), ffhq_affine(landmarks, size), image.shape[:2]) > 0
+        assert probs[~cv2.dilate(footprint.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)].max() == 0 and probs[footprint].max() > 0
         skin = skin_mask(landmarks, image.shape[:2])
         assert mask.any() and not (mask & ~skin).any()  # wrinkles only on the face's skin
         assert int(row["skin_pixels"]) == skin.sum() and int(row["wrinkle_pixels"]) == mask.sum()
         assert float(row["wrinkle_percent_of_skin"]) == pytest.approx(100 * mask.sum() / skin.sum(), abs=1e-3)
         for region, area in region_masks(landmarks, image.shape[:2]).items():
             area &= skin
-            assert float(row[f"{region}_percent"]) == pytest.approx(100 * (mask & area).sum() / area.sum(), abs=1e-3)
+            if area.sum() >= 0.02 * skin.sum():
+                assert float(row[f"{region}_percent"]) == pytest.approx(100 * (mask & area).sum() / area.sum(), abs=1e-3)
+            else:  # mostly outside the photo or hidden: no figure
+                assert row[f"{region}_percent"] == ""
