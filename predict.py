@@ -15,7 +15,7 @@ one row per input file: status (ok; skipped: not an image; error: unreadable; no
 multiple_faces; name_clash: another file has the same name before its suffix), number of faces,
 skin and wrinkle pixels, wrinkle area as % of skin, and the same % per region (forehead, glabella =
 between the brows, periorbital = around the eyes, cheeks = cheeks and nasolabial folds), each over
-its own skin pixels; a region with under 2 % of the face's skin (cut off by the frame) is left
+its own skin pixels; a region mostly beyond the photo's frame (under half of it inside) is left
 empty. Nothing is written outside OUTPUT.
 
 --face-masks DIR: images that are already face crops (face_parsing_extraction.py's faces/) with

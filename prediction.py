@@ -23,7 +23,6 @@ from visualize import draw_region_outlines, overlay
 log = logging.getLogger(__name__)
 
 NO_RESULT = ("error", "no_face", "multiple_faces", "name_clash")  # statuses of image files that got no mask
-MIN_REGION_SHARE = 0.02  # a region with less skin than this share of the face's (cut off, hidden) gets no figure
 SUMMARY_COLUMNS = (
     ["file", "status", "n_faces", "width", "height", "skin_pixels", "wrinkle_pixels", "wrinkle_percent_of_skin"]
     + [f"{name}_percent" for name in REGIONS]
@@ -133,8 +132,7 @@ def predict_folder(
             row = rows[item.path]
             row.update(status="ok", width=width, height=height, skin_pixels=int(skin.sum()), wrinkle_pixels=int(mask.sum()),
                        wrinkle_percent_of_skin=percent(mask, skin))
-            min_area = MIN_REGION_SHARE * skin.sum()
-            row.update({f"{name}_percent": percent(mask, region) for name, region in regions.items() if region.sum() >= min_area})
+            row.update({f"{name}_percent": percent(mask, region) for name, region in regions.items()})
         pending.clear()
 
     stems: dict[str, Path] = {}

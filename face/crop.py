@@ -13,7 +13,9 @@ import cv2
 import numpy as np
 
 from face.align import ffhq_affine, photo_outline, square_affine, transform_points, warp_to_face, warp_to_photo
-from face.regions import region_masks, skin_mask
+from face.regions import region_masks, skin_mask, visible_shares
+
+MIN_VISIBLE_SHARE = 0.5  # a region mostly beyond the photo's frame gets no figure
 
 
 class FaceNotUsable(ValueError):
@@ -52,12 +54,14 @@ class FaceCrop:
         return self.photo_skin_mask
 
     def photo_regions(self) -> dict[str, np.ndarray]:
-        """Facial regions (forehead, glabella, periorbital, cheeks) on the photo's skin; empty
-        without landmarks."""
+        """Facial regions (forehead, glabella, periorbital, cheeks) on the photo's skin; a region
+        less than MIN_VISIBLE_SHARE inside the photo is left out, and all are without landmarks."""
         if self.landmarks is None:
             return {}
         skin = self.photo_skin()
-        return {name: region & skin for name, region in region_masks(self.landmarks, self.photo_shape).items()}
+        masks = region_masks(self.landmarks, self.photo_shape)
+        shares = visible_shares(self.landmarks, self.photo_shape, masks)
+        return {name: mask & skin for name, mask in masks.items() if shares[name] >= MIN_VISIBLE_SHARE}
 
 
 class FaceCropper:

@@ -20,6 +20,7 @@ DETECTOR_SIZE = 128
 MESH_SIZE = 192
 ROI_SCALE = 1.5  # the mesh sees the face box enlarged 1.5x, as in MediaPipe
 NMS_IOU = 0.3
+TURNED_MIN_SCORE = 0.75  # a face found only on a turned photo needs this score: turned passes see more false faces
 RIGHT_EYE_CORNER, LEFT_EYE_CORNER = 33, 263  # outer eye corners (subject's right eye is on the image's left)
 
 
@@ -126,8 +127,10 @@ class FaceMesh:
 
         BlazeFace is trained on faces within about 45 degrees of upright; shown an upside-down face
         it reports an upright one with the eyes on the mouth. So it runs on the photo turned by 0,
-        90, 180 and 270 degrees, and where detections of several turns overlap, the best-scoring
-        turn wins (four runs of about 1.5 ms).
+        90, 180 and 270 degrees (four runs of about 1.5 ms), and where detections of several turns
+        overlap, the best-scoring turn wins. The turned passes also see faces in clothing and
+        chins, so their detections count only from TURNED_MIN_SCORE (real faces at their own turn
+        score 0.8-0.95; those false ones about 0.5-0.7).
         """
         height, width = image.shape[:2]
         side = max(height, width)
@@ -137,6 +140,8 @@ class FaceMesh:
         found = []
         for turns in range(4):
             for box, score, points in self._detect_square(np.ascontiguousarray(np.rot90(tensor, turns))):
+                if turns and score < TURNED_MIN_SCORE:
+                    continue
                 corners = box[[0, 1, 2, 1, 2, 3, 0, 3]].reshape(4, 2)
                 for _ in range(turns):  # back through each quarter turn: rot90 maps (x, y) to (y, 1 - x)
                     corners, points = np.stack([1 - corners[:, 1], corners[:, 0]], 1), np.stack([1 - points[:, 1], points[:, 0]], 1)

@@ -54,6 +54,16 @@ def region_masks(landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, np.
     return {name: fill_polygons(landmarks, polygons, shape) for name, polygons in REGIONS.items()}
 
 
+def visible_shares(landmarks: np.ndarray, shape: tuple[int, int], masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per region, its pixels inside the photo (`masks`, as region_masks drew them) over its whole
+    polygon area, which may reach beyond the frame: 1.0 for a region in full view."""
+    shares = {}
+    for name, polygons in REGIONS.items():
+        area = sum(abs(cv2.contourArea(landmarks[list(p)].astype(np.float32))) for p in polygons)
+        shares[name] = float(masks[name].sum() / area) if area > 0 else 0.0
+    return shares
+
+
 def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centres of the right and left eye contours (the mean of their points, like dlib's six)."""
     return landmarks[list(RIGHT_EYE)].mean(0), landmarks[list(LEFT_EYE)].mean(0)

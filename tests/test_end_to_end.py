@@ -226,7 +226,7 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
     from data.image_io import read_rgb
     from face.align import ffhq_affine, warp_to_photo
     from face.mesh import FaceMesh
-    from face.regions import region_masks, skin_mask
+    from face.regions import region_masks, skin_mask, visible_shares
 
     run_dir, work, env = trained_run
     inputs = work / "real_photos"
@@ -236,6 +236,7 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
     (inputs / "notes.txt").write_text("not an image")
     (inputs / "truncated.png").write_bytes((shared_data / "photos" / "astronaut_eileen_collins.png").read_bytes()[:5000])
     write_png(inputs / "wall.png", np.full((240, 320, 3), 128, np.uint8))  # no face
+    write_png(inputs / "hopper_cut.png", read_rgb(inputs / "grace_hopper.jpg")[230:])  # forehead above the frame
     before = sorted((p.name, p.stat().st_mtime_ns) for p in inputs.iterdir())
     out = work / "pred_real"
     result = run([str(PROJECT_ROOT / "predict.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--input", str(inputs), "--output", str(out),
@@ -243,9 +244,10 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
     assert "differ from the model's training" in result.stderr  # the tiny model was trained on unaligned faces
     assert sorted((p.name, p.stat().st_mtime_ns) for p in inputs.iterdir()) == before
     rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
-    assert [rows[n]["status"] for n in sorted(rows)] == ["ok", "ok", "skipped", "error", "no_face"]
+    assert [rows[n]["status"] for n in sorted(rows)] == ["ok", "ok", "ok", "skipped", "error", "no_face"]
+    assert rows["hopper_cut.png"]["forehead_percent"] == "" and rows["hopper_cut.png"]["cheeks_percent"] != ""
     mesh = FaceMesh()
-    for name in ("grace_hopper.jpg", "astronaut_eileen_collins.png"):
+    for name in ("grace_hopper.jpg", "astronaut_eileen_collins.png", "hopper_cut.png"):
         row, image = rows[name], read_rgb(inputs / name)
         stem = name.rsplit(".", 1)[0]
         mask = cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED) > 0
@@ -260,9 +262,10 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
         assert mask.any() and not (mask & ~skin).any()  # wrinkles only on the face's skin
         assert int(row["skin_pixels"]) == skin.sum() and int(row["wrinkle_pixels"]) == mask.sum()
         assert float(row["wrinkle_percent_of_skin"]) == pytest.approx(100 * mask.sum() / skin.sum(), abs=1e-3)
-        for region, area in region_masks(landmarks, image.shape[:2]).items():
-            area &= skin
-            if area.sum() >= 0.02 * skin.sum():
+        regions = region_masks(landmarks, image.shape[:2])
+        for region, visible in visible_shares(landmarks, image.shape[:2], regions).items():
+            area = regions[region] & skin
+            if visible >= 0.5:
                 assert float(row[f"{region}_percent"]) == pytest.approx(100 * (mask & area).sum() / area.sum(), abs=1e-3)
-            else:  # mostly outside the photo or hidden: no figure
+            else:  # mostly beyond the frame: no figure
                 assert row[f"{region}_percent"] == ""

@@ -275,13 +275,21 @@ def test_calibrated_crop_scale_reproduces_the_ffhq_framing(face_mesh, shared_dat
     assert len(scales) == len(paths)
     crop_scale = float(np.median(list(scales.values())))
     assert 1.1 < crop_scale < 1.3
+    # With the calibrated scale, a face near the median comes out of FaceCropper as FFHQ framed it.
+    from config import FaceConfig
     from data.image_io import read_rgb
+    from face.crop import FaceCropper
 
-    image = read_rgb(paths[0])
-    plain = ffhq_affine(face_mesh(image)[0].landmarks, 1024)
-    calibrated = ffhq_affine(face_mesh(image)[0].landmarks, 1024, crop_scale)
-    assert np.sqrt(np.linalg.det(calibrated[:, :2])) == pytest.approx(np.sqrt(np.linalg.det(plain[:, :2])) / crop_scale, rel=1e-6)
-
+    name = min(scales, key=lambda n: abs(scales[n] - crop_scale))
+    image = read_rgb(shared_data / "ffhq-faces" / "images1024" / name)
+    ffhq_framed = cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA).astype(np.float32)
+    for scale, limit in ((crop_scale, 6.0), (1.0, None)):
+        crop = FaceCropper(FaceConfig(crop_scale=scale), 256)(image).image.astype(np.float32)
+        difference = np.abs(crop - ffhq_framed).mean()
+        if limit is not None:
+            assert difference < limit, f"{name}: mean difference {difference:.1f} with crop_scale {scale:.3f}"
+            calibrated = difference
+    assert difference > 2 * calibrated  # the uncalibrated crop is visibly zoomed in
 
 @pytest.mark.parametrize("degrees", [30, -30, 180])
 def test_turned_photos_give_the_same_landmarks_and_an_upright_crop(face_mesh, shared_data, degrees):
