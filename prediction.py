@@ -86,9 +86,9 @@ def predict_folder(
     """Segment every image in `input_dir`; returns the summary rows (one per input file).
 
     Each photo is prepared as the checkpoint's training faces were (its `face` config: alignment,
-    skin mask; `face_overrides` replaces some of its keys, with a warning), segmented at the training resolution and mapped back onto
-    the photo. With `face_mask_dir` (skin masks named like the images) no face is detected: the
-    images are taken as they are, with those masks as skin.
+    skin mask; `face_overrides` replaces some of its keys, with a warning), segmented at the
+    training resolution and mapped back onto the photo. With `face_mask_dir` (skin masks named
+    like the images) no face is detected: the images are taken as they are, with those masks as skin.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None

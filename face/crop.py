@@ -9,6 +9,7 @@ Rule for photos with several faces: the largest face (`face.multiple_faces: larg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
@@ -55,7 +56,7 @@ class FaceCrop:
 
     def photo_regions(self) -> dict[str, np.ndarray]:
         """Facial regions (forehead, glabella, periorbital, cheeks) on the photo's skin; a region
-        less than MIN_VISIBLE_SHARE inside the photo is left out, and all are without landmarks."""
+        less than MIN_VISIBLE_SHARE inside the photo is left out; none without landmarks."""
         if self.landmarks is None:
             return {}
         skin = self.photo_skin()
