@@ -5,7 +5,8 @@
     python evaluate.py --baseline ridge --config configs/quickstart.yaml --output eval_ridge
 
 Writes OUTPUT/metrics.json (every figure with its definition), OUTPUT/per_image.csv, roc.png, pr.png,
-threshold.png and overlays/ of the best and worst images. The data comes from the checkpoint's own
+threshold.png and overlays/ of the best and worst images; with --save-probs also OUTPUT/probs/<id>.npz
+(arrays prob, truth, region: the exact pixels scored, to recompute any figure, e.g. with scikit-learn). The data comes from the checkpoint's own
 config unless --config or key=value overrides say otherwise; the model always comes from the checkpoint.
 --baseline ridge scores a classical ridge filter under the same protocol instead, its threshold chosen
 on the validation split.
@@ -29,11 +30,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", help="a probability, or 'auto' for the threshold chosen on validation (default: eval.threshold)")
     parser.add_argument("--tta", default="none", choices=["none", "hflip"], help="hflip: average with the mirrored prediction")
     parser.add_argument("--baseline", choices=["ridge"], help="score a classical baseline instead of a checkpoint")
+    parser.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/<id>.npz: prob, truth and region of every scored image")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.region=image")
     args = parser.parse_args(argv)
     if not args.checkpoint and not args.baseline:
         parser.error("--checkpoint is required (or --baseline ridge with --config)")
+    if args.save_probs and args.baseline:
+        parser.error("--save-probs is for checkpoints")
     return args
 
 
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         report = evaluate_baseline(args.output, args.config, args.overrides, args.split, args.checkpoint)
     else:
-        report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta)
+        report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta, args.save_probs)
     headline = {k: round(report[k], 4) for k in ("iou", "dice", "precision", "recall", "auc", "tolerant_f1", "cldice", "per_image_iou")}
     print(json.dumps({"n_images": report["n_images"], "threshold": round(report["threshold"], 4), **headline}), file=sys.stderr)
     print(args.output)

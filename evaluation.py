@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from baseline import RidgeBaseline
+from checkpoint import CheckpointError
 from config import Config, ConfigError, config_to_dict, load_config
 from data.dataset import WrinkleDataset, build_dataset, make_loader
 from data.image_io import write_png
-from inference import Predictor, load_model, model_predictor, resolve_device, score_loader
+from inference import Predictor, inference_amp, load_model, model_predictor, resolve_device, score_loader
 from metrics import SegmentationMeter
 from visualize import overlay, plot_curves
 
@@ -24,19 +25,22 @@ N_OVERLAYS = 3  # best and worst images each
 PER_IMAGE_COLUMNS = ["id", "iou", "dice", "precision", "recall", "tolerant_precision", "tolerant_recall", "tolerant_f1", "cldice", "tp", "fp", "fn", "tn"]
 
 
-def resolve_threshold(threshold: str | float | None, checkpoint_threshold: float | None, cfg: Config) -> float:
-    """None: eval.threshold from the config; "auto": the validation-chosen threshold in the checkpoint."""
+def resolve_threshold(threshold: str | float | None, checkpoint_threshold: float | None, cfg: Config, checkpoint: str | Path = "checkpoint") -> float:
+    """None: eval.threshold from the config; "auto": the validation-chosen threshold stored in `checkpoint`;
+    else the number given. Anything but a finite probability strictly inside (0, 1) is refused."""
     if threshold is None:
         return cfg.eval.threshold
     if threshold == "auto":
         if checkpoint_threshold is None:
             raise ConfigError("--threshold auto: this checkpoint records no validation threshold")
+        if isinstance(checkpoint_threshold, bool) or not isinstance(checkpoint_threshold, (int, float)) or not 0 < checkpoint_threshold < 1:
+            raise CheckpointError(f"{checkpoint}: its stored threshold {checkpoint_threshold!r} is not a probability in (0, 1); pass --threshold 0.5 (or another value)")
         return float(checkpoint_threshold)
     try:
         value = float(threshold)
     except ValueError:
         raise ConfigError(f"--threshold must be a number in (0, 1) or 'auto', got {threshold!r}") from None
-    if not 0 < value < 1:
+    if not 0 < value < 1:  # also false for NaN
         raise ConfigError(f"--threshold must be in (0, 1) or 'auto', got {threshold}")
     return value
 
@@ -56,9 +60,11 @@ def definitions(cfg: Config, threshold: float) -> dict[str, str]:
         "tolerant_recall": f"share of true wrinkle pixels within {k} px of a predicted pixel",
         "tolerant_f1": "harmonic mean of tolerant precision and recall",
         "cldice": "centerline Dice (Shit et al. 2021): skeleton of prediction inside truth vs skeleton of truth inside prediction",
-        "auc": "ROC-AUC over the region's pixels, from a 10,000-bin score histogram (ties within a bin get half credit)",
+        "auc": "ROC-AUC over the region's pixels, from a score histogram of 80,000 bins uniform in logit over [-20, 20] "
+        "(ties within a bin get half credit; within 1e-3 of scikit-learn's exact figure, also for confident models)",
         "average_precision": "area under the precision-recall curve, scikit-learn's step definition, same histogram",
-        "best_threshold": "threshold maximizing pooled Dice on THIS split (for information; never choose a threshold on test)",
+        "best_threshold": "threshold maximizing pooled Dice on THIS split, the middle of the best plateau "
+        "(for information; never choose a threshold on test)",
         "ground_truth": "the original masks, never dilated; evaluation images are never augmented",
     }
 
@@ -97,19 +103,23 @@ def evaluate_checkpoint(
     split: str = "test",
     threshold: str | float | None = None,
     tta: str = "none",
+    save_probs: bool = False,
 ) -> dict:
-    """Score `checkpoint` on `split` of the data its config (or `config_path` + overrides) describes."""
+    """Score `checkpoint` on `split` of the data its config (or `config_path` + overrides) describes;
+    `save_probs` also writes each image's scored pixels to OUTPUT/probs/ (see `saving_predictor`)."""
     device = resolve_device("auto")
     model, ckpt_cfg, state = load_model(checkpoint, device)
     cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg))
     if cfg.data.image_size != ckpt_cfg.data.image_size:
         log.warning("evaluating at %d px; the model was trained at %d px", cfg.data.image_size, ckpt_cfg.data.image_size)
-    used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg)
-    dataset = build_dataset(cfg, split)
+    used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg, checkpoint)
+    dataset = build_dataset(cfg, split, training=False)
     loader = make_loader(dataset, cfg.eval.batch_size, False, cfg.data.num_workers, cfg.experiment.seed)
     log.info("evaluating %s on %d %s images at threshold %.4f", checkpoint, len(dataset), split, used_threshold)
-    predictor = model_predictor(model, device, cfg.train.amp, cfg.train.channels_last, tta)
-    results, meter = score_loader(predictor, loader, device, cfg, threshold=used_threshold, desc=f"evaluate {split}")
+    predictor = model_predictor(model, device, inference_amp(cfg.train.amp, device), cfg.train.channels_last, tta)
+    if save_probs:
+        predictor = saving_predictor(predictor, Path(output_dir) / "probs", cfg.eval.region)
+    results, meter, _ = score_loader(predictor, loader, device, cfg, threshold=used_threshold, desc=f"evaluate {split}")
     report = {
         **results,
         "threshold": used_threshold,
@@ -142,13 +152,12 @@ def evaluate_baseline(
     def predictor(batch: dict):
         return None, baseline(batch["image"], batch["face_mask"])
 
-    val = build_dataset(cfg, "val")
-    _, val_meter = score_loader(predictor, make_loader(val, cfg.eval.batch_size, False, 0, 0), device, cfg, desc="baseline threshold on val")
+    val = build_dataset(cfg, "val", training=False)
+    _, val_meter, _ = score_loader(predictor, make_loader(val, cfg.eval.batch_size, False, 0, 0), device, cfg, desc="baseline threshold on val")
     chosen, val_dice = val_meter.histogram.best_threshold("dice")
-    chosen = max(chosen, 1.0 / val_meter.histogram.bins)  # a threshold of 0 would mark every pixel
     log.info("ridge baseline: threshold %.4f chosen on %d validation images (pooled Dice %.4f)", chosen, len(val), val_dice)
-    dataset = build_dataset(cfg, split)
-    results, meter = score_loader(predictor, make_loader(dataset, cfg.eval.batch_size, False, 0, 0), device, cfg, threshold=chosen, desc=f"baseline {split}")
+    dataset = build_dataset(cfg, split, training=False)
+    results, meter, _ = score_loader(predictor, make_loader(dataset, cfg.eval.batch_size, False, 0, 0), device, cfg, threshold=chosen, desc=f"baseline {split}")
     report = {
         **results,
         "threshold": chosen,
@@ -157,6 +166,27 @@ def evaluate_baseline(
         "model": f"baseline: {baseline.describe()}",
     }
     return _write_report(Path(output_dir), report, meter, dataset, predictor, cfg)
+
+
+def saving_predictor(predictor: Predictor, out_dir: Path, region: str) -> Predictor:
+    """`predictor`, also writing `out_dir/<id>.npz` per image: `prob` (float32 wrinkle probability),
+    `truth` (the wrinkle mask scored against) and `region` (the pixels scored), all H x W at the
+    evaluation resolution, so every figure in metrics.json can be recomputed independently."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def predict(batch: dict):
+        logits, probs = predictor(batch)
+        truth, skin = batch["mask"][:, 0].bool().numpy(), batch["face_mask"][:, 0].bool().numpy()
+        for i, image_id in enumerate(batch["id"]):
+            scored = skin[i] if region == "skin" else np.ones_like(skin[i])
+            path = out_dir / f"{image_id}.npz"
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, prob=probs[i].float().cpu().numpy(), truth=truth[i], region=scored)
+            tmp.replace(path)
+        return logits, probs
+
+    return predict
 
 
 def write_overlays(predictor: Predictor, dataset: WrinkleDataset, rows: list[dict], out_dir: Path, cfg: Config, threshold: float) -> None:

@@ -36,12 +36,15 @@ SUMMARY_COLUMNS = ["file", "status", "n_faces", "width", "height", "matrix", "me
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from config import FaceConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="folder of photos")
     parser.add_argument("--output", required=True, help="folder for faces/, face_masks/ and summary.csv")
     parser.add_argument("--size", type=int, default=512, help="side of the output crops (default 512)")
     parser.add_argument("--align", default="ffhq", choices=["ffhq", "none"])
-    parser.add_argument("--crop-scale", type=float, default=1.0, help="enlarge FFHQ's crop by this (python -m face.calibrate measures it; default 1.0)")
+    parser.add_argument("--crop-scale", type=float, default=FaceConfig().crop_scale,
+                        help="enlarge FFHQ's crop by this (default %(default)s, face.crop_scale's; python -m face.calibrate measures it)")
     parser.add_argument("--backend", default="mesh", choices=BACKENDS, help="where the skin mask comes from")
     parser.add_argument("--multiple", default="largest", choices=["largest", "skip"], help="photos with several faces")
     parser.add_argument("--min-score", type=float, default=0.5, help="detection and face-presence scores below this are not faces")

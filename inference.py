@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from checkpoint import checkpoint_config, load_checkpoint
+from checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 from config import Config
 from metrics import SegmentationMeter
 
@@ -27,6 +27,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("experiment.device=cuda but no CUDA device is available (use auto or cpu)")
     return torch.device(name)
+
+
+def inference_amp(trained_amp: str, device: torch.device) -> str:
+    """The autocast a model runs under for inference on `device`: as trained, except that fp16 (a CUDA
+    speed-up; the weights are float32 either way) runs in float32 where there is no CUDA."""
+    return "off" if trained_amp == "fp16" and device.type != "cuda" else trained_amp
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -45,11 +51,16 @@ def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bo
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The model of a checkpoint, in eval mode on `device`, with its config and the raw checkpoint."""
+    """The model of a checkpoint, in eval mode on `device`, with its config and the raw checkpoint.
+
+    Weights holding NaN or infinity (a diverged run) are refused: they predict nothing, silently."""
     from unet import build_model
 
     state = load_checkpoint(checkpoint)
     cfg = checkpoint_config(state, checkpoint)
+    bad = [k for k, v in state["model"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{checkpoint}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[0]}): the run that wrote it diverged")
     model = build_model(cfg.model, encoder_weights=False)
     model.load_state_dict(state["model"])
     model.to(device).eval()
@@ -90,21 +101,23 @@ def score_loader(
     loss_fn: nn.Module | None = None,
     threshold: float | None = None,
     desc: str = "validate",
-) -> tuple[dict[str, float], SegmentationMeter]:
-    """Mean loss (when the predictor gives logits) and all metrics over `loader`, on the configured region."""
+) -> tuple[dict[str, float], SegmentationMeter, torch.Tensor | None]:
+    """All metrics over `loader` on the configured region, and the loss when `loss_fn` is given and the
+    predictor gives logits: (results, meter, loss sums). The loss is `loss_fn.from_sums` of sums over
+    every pixel of the loader (float64), so it does not depend on the batch size; processes that each
+    scored a shard add their sums (and merge their meters) to get the figures of the whole set."""
     meter = SegmentationMeter(threshold if threshold is not None else cfg.eval.threshold, tolerance=cfg.eval.tolerance_px)
-    total_loss, n_images = 0.0, 0
+    loss_sums = None
     for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
         logits, probs = predictor(batch)
         target = batch["mask"].to(device)
         skin = batch["face_mask"].to(device)
         region = skin if cfg.eval.region == "skin" else None
         if loss_fn is not None and logits is not None:
-            loss_region = skin if cfg.loss.region == "skin" else None
-            total_loss += float(loss_fn(logits, target, loss_region)) * len(target)
-            n_images += len(target)
+            sums = loss_fn.sums(logits, target, skin if cfg.loss.region == "skin" else None).double()
+            loss_sums = sums if loss_sums is None else loss_sums + sums
         meter.update(probs.to(device), target[:, 0].bool(), None if region is None else region[:, 0].bool(), batch["id"])
     results = meter.compute()
-    if loss_fn is not None:
-        results["loss"] = total_loss / max(n_images, 1)
-    return results, meter
+    if loss_sums is not None:
+        results["loss"] = float(loss_fn.from_sums(loss_sums))
+    return results, meter, loss_sums

@@ -17,7 +17,7 @@ from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read
 from evaluation import resolve_threshold
 from face.crop import FaceCrop, FaceCropper, FaceNotUsable, load_mask_crop
 from face.regions import REGIONS
-from inference import load_model, model_predictor, resolve_device
+from inference import inference_amp, load_model, model_predictor, resolve_device
 from visualize import draw_region_outlines, overlay
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ def predict_folder(
     device = resolve_device("auto")
     model, cfg, state = load_model(checkpoint, device)
     face = face_settings(cfg.face, face_overrides or {})
-    predictor = model_predictor(model, device, cfg.train.amp, cfg.train.channels_last)
-    used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg)
+    predictor = model_predictor(model, device, inference_amp(cfg.train.amp, device), cfg.train.channels_last)
+    used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg, checkpoint)
     size = cfg.data.image_size
     cropper = None
     if face_mask_dir is None:

@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, save_checkpoint
 from config import Config, ConfigError, config_to_dict, load_config, save_config
-from data.dataset import build_dataset, make_loader, split_samples
+from data.dataset import build_dataset, make_loader, require_wrinkles, split_samples
 from inference import autocast, model_predictor, resolve_device, score_loader, to_model_input
-from losses import DiceFocalLoss
+from losses import N_SUMS, DiceFocalLoss
 from metrics import SegmentationMeter
 from run_log import RunLog
 from unet import build_model
@@ -38,6 +38,7 @@ from visualize import overlay
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+INTERRUPTED = "interrupted.pt"  # the mid-epoch state written on Ctrl-C, beside best.pt and last.pt
 RESUMABLE_OVERRIDES = ("train.epochs", "train.early_stopping_patience", "data.num_workers", "logging.wandb")
 
 
@@ -70,6 +71,14 @@ class Distributed:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def all_agree(self, flag: bool, device: torch.device) -> bool:
+        """True when `flag` is true on every rank (one all-reduce; every rank must call it)."""
+        if not self.enabled:
+            return flag
+        vote = torch.tensor([0.0 if flag else 1.0], device=device)
+        dist.all_reduce(vote)
+        return vote.item() == 0
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's `value` on every rank."""
@@ -225,6 +234,11 @@ class Trainer:
 
     def __init__(self, cfg: Config, resume: str | Path | None = None):
         resume_state = load_checkpoint(resume) if resume is not None else None
+        if resume_state is not None and resume_state.get("interrupted"):
+            raise CheckpointError(
+                f"{resume}: mid-epoch weights of an interrupted epoch; resume from last.pt beside it (exact), "
+                f"or start a new run from these weights with model.init_from={resume}"
+            )
         self.cfg = cfg
         self.dist = Distributed(cfg.experiment.device)
         self.device = self.dist.device
@@ -236,8 +250,10 @@ class Trainer:
 
         splits = split_samples(cfg) if self.dist.is_main else None  # rank 0 generates / lists the data once
         splits = self.dist.broadcast(splits)
-        self.train_set = build_dataset(cfg, "train", splits["train"])
-        self.val_set = build_dataset(cfg, "val", splits["val"])
+        self.train_set = build_dataset(cfg, "train", splits["train"], training=True)
+        self.val_set = build_dataset(cfg, "val", splits["val"], training=False)
+        for split, dataset in (("train", self.train_set), ("val", self.val_set)):
+            require_wrinkles(dataset, split)
         log.info("data: %d train, %d val images at %d px", len(self.train_set), len(self.val_set), cfg.data.image_size)
         pin = self.device.type == "cuda"
         world, rank = self.dist.world_size, self.dist.rank
@@ -265,7 +281,7 @@ class Trainer:
         self.step = 0
         self.best_metric: float | None = None
         self.best_epoch = 0
-        self.best_threshold = cfg.eval.threshold
+        self.threshold = cfg.eval.threshold  # the validation-chosen threshold of the latest epoch
         self.epochs_without_improvement = 0
         wandb_id = None
         if resume_state is not None:
@@ -306,7 +322,7 @@ class Trainer:
             "step": self.step,
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
-            "threshold": self.best_threshold,
+            "threshold": self.threshold,
             "epochs_without_improvement": self.epochs_without_improvement,
             "val_metrics": {k: float(v) for k, v in val_metrics.items()},
             "rng": rng_state(),
@@ -322,7 +338,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
-        self.best_threshold = state["threshold"]
+        self.threshold = state["threshold"]
         self.epochs_without_improvement = state["epochs_without_improvement"]
         set_rng_state(state["rng"])
 
@@ -348,17 +364,15 @@ class Trainer:
                 logits = module(x)
             loss = self.loss_fn(logits.float(), target, region)
             self.optimizer.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(loss))
+            # Every rank must take the same decision before backward(): a rank that skipped it would
+            # leave the others waiting in DDP's gradient all-reduce.
+            finite = self.dist.all_agree(bool(torch.isfinite(loss)), self.device)
             if finite:
                 self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
                 norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
                 # With fp16 the scaler skips steps with inf gradients itself (and lowers its scale).
-                finite = bool(torch.isfinite(norm)) or cfg.train.amp == "fp16"
-            if self.dist.enabled:  # every rank must skip the same steps, or DDP's ranks drift apart
-                flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
-                dist.all_reduce(flag)
-                finite = flag.item() == 0
+                finite = self.dist.all_agree(bool(torch.isfinite(norm)) or cfg.train.amp == "fp16", self.device)
             if not finite:
                 bad_steps += 1
                 self.optimizer.zero_grad(set_to_none=True)
@@ -385,16 +399,18 @@ class Trainer:
         return sum(t for t, _ in totals) / max(sum(c for _, c in totals), 1)
 
     def validate(self) -> dict[str, float]:
-        """Validation metrics over the whole validation set (every rank's shard merged)."""
+        """Validation metrics and loss over the whole validation set: every rank's shard merged, the loss
+        from the summed Dice and focal sums of all pixels (so it depends on neither batch size nor ranks)."""
         predictor = model_predictor(self.model, self.device, self.cfg.train.amp, self.cfg.train.channels_last)
-        results, meter = score_loader(predictor, self.val_loader, self.device, self.cfg, self.loss_fn, desc="validate")
+        results, meter, loss_sums = score_loader(predictor, self.val_loader, self.device, self.cfg, self.loss_fn, desc="validate")
         if not self.dist.enabled:
             return results
         merged = SegmentationMeter(meter.threshold, meter.histogram.bins, meter.tolerance)
         for part in self.dist.gather(meter.state()):
             merged.merge_state(part)
-        losses = self.dist.gather((results["loss"] * results["n_images"], results["n_images"]))
-        return {**merged.compute(), "loss": sum(a for a, _ in losses) / max(sum(n for _, n in losses), 1)}
+        local = loss_sums.cpu() if loss_sums is not None else torch.zeros(N_SUMS, dtype=torch.float64)  # an empty shard
+        sums = sum(self.dist.gather(local))
+        return {**merged.compute(), "loss": float(self.loss_fn.from_sums(sums))}
 
     def _log_overlays(self) -> None:
         """A few validation overlays (truth green, prediction red, both yellow) to W&B."""
@@ -406,7 +422,7 @@ class Trainer:
             item = self.val_set[index]
             prob = predictor({"image": item["image"][None]})[1][0].cpu().numpy()
             image = item["image"].permute(1, 2, 0).numpy()
-            images[f"val/overlay_{item['id']}"] = overlay(image, prob >= self.best_threshold, item["mask"][0].numpy().astype(bool))
+            images[f"val/overlay_{item['id']}"] = overlay(image, prob >= self.threshold, item["mask"][0].numpy().astype(bool))
         self.run_log.log_images(self.step, images)
 
     def fit(self) -> Path:
@@ -426,6 +442,7 @@ class Trainer:
                         ) from err
                     raise
                 val = self.validate()
+                self._stop_if_diverged(val["loss"])
                 self.epoch += 1
                 monitored = val["loss"] if cfg.scheduler.monitor == "val_loss" else val[cfg.scheduler.monitor.removeprefix("val_")]
                 self.scheduler.step(monitored)
@@ -434,9 +451,9 @@ class Trainer:
                 row["epoch_seconds"] = round(time.perf_counter() - started, 2)
                 selected = row[select]
                 improved = is_better(selected, self.best_metric, select)
+                self.threshold = val["best_threshold"]
                 if improved:
                     self.best_metric, self.best_epoch = selected, self.epoch
-                    self.best_threshold = val["best_threshold"]
                     self.epochs_without_improvement = 0
                 else:
                     self.epochs_without_improvement += 1
@@ -458,8 +475,12 @@ class Trainer:
                     log.info("early stopping: %s did not improve for %d epochs", select, patience)
                     break
         except KeyboardInterrupt:
-            self._save("last.pt", self._state(val, interrupted=True))
-            log.warning("interrupted during epoch %d: saved %s (resuming repeats that epoch from these weights)", self.epoch + 1, self.run_dir / "checkpoints" / "last.pt")
+            # last.pt stays the exact end of the last completed epoch (what --resume continues from);
+            # the mid-epoch weights go to a file of their own, for inspection or model.init_from.
+            self._save(INTERRUPTED, self._state(val, interrupted=True))
+            checkpoints = self.run_dir / "checkpoints"
+            log.warning("interrupted during epoch %d: mid-epoch weights saved to %s; --resume %s continues exactly after epoch %d",
+                        self.epoch + 1, checkpoints / INTERRUPTED, checkpoints / "last.pt", self.epoch)
             raise
         finally:
             if self.run_log:
@@ -469,6 +490,17 @@ class Trainer:
             best = self.best_metric if self.best_metric is not None else float("nan")
             log.info("best %s %.4f at epoch %d; run folder %s", select, best, self.best_epoch, self.run_dir)
         return self.run_dir
+
+    def _stop_if_diverged(self, val_loss: float) -> None:
+        """A non-finite validation loss or weights end the run before anything is saved from them."""
+        weights = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        finite_weights = bool(torch.stack([torch.isfinite(t).all() for t in weights]).all())
+        if math.isfinite(val_loss) and finite_weights:
+            return
+        what = f"the validation loss is {val_loss}" if finite_weights else "the weights hold NaN or infinity"
+        remedy = "lower optim.lr" + (" or set train.amp=off" if self.cfg.train.amp != "off" else "")
+        kept = f"last.pt keeps epoch {self.epoch}, the last finite one" if self.epoch else "no checkpoint was written"
+        raise TrainingError(f"epoch {self.epoch + 1}: {what}: the run diverged ({remedy}); {kept}")
 
     def _check_ranks_agree(self) -> None:
         """Under DDP: every rank must end with the same weights; recorded in last.pt, an error if not."""

@@ -75,7 +75,11 @@ def plot_curves(histogram: ScoreHistogram, out_dir: str | Path, threshold: float
     ax.plot(sweep["threshold"], sweep["dice"], label="F1 (Dice), pooled")
     ax.plot(sweep["threshold"], sweep["iou"], label="IoU, pooled")
     ax.axvline(threshold, color="grey", ls=":", label=f"used: {threshold:.3f}")
-    ax.set(xlabel="threshold", ylabel="score", xlim=(0, 1), ylim=(0, 1))
+    ax.set_xscale("logit")  # the sweep's thresholds are spaced in logits: confident models live near 0 and 1
+    ax.set(xlabel="threshold (logit scale)", ylabel="score", xlim=(1e-4, 1 - 1e-4), ylim=(0, 1))
+    ticks = [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999]
+    ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks], fontsize=7)
+    ax.minorticks_off()
     ax.legend(loc="best", fontsize=8)
     paths.append(out_dir / "threshold.png")
     fig.tight_layout(), fig.savefig(paths[-1], dpi=110), plt.close(fig)

@@ -50,7 +50,7 @@ def run_one(root: Path, cache: Path, count: int, batch_size: int) -> dict:
     loader = make_loader(dataset_for(root, cache, count), batch_size, False, 0, 0)
     predictor = model_predictor(model, torch.device("cpu"), "off", channels_last=True)
     start = time.perf_counter()
-    results, _ = score_loader(predictor, loader, torch.device("cpu"), cfg, desc=f"{count} images")
+    results, _, _ = score_loader(predictor, loader, torch.device("cpu"), cfg, desc=f"{count} images")
     elapsed = time.perf_counter() - start
     assert results["n_images"] == count
     return {"count": count, "images_per_s": count / elapsed, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

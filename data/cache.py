@@ -9,14 +9,17 @@ read; they can be deleted at any time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from data.decode import load_sample
+from data.image_io import ImageReadError
 from data.sources import Sample
 
 CACHE_VERSION = 2
@@ -61,18 +64,39 @@ def cached_path(cache_dir: Path, sample: Sample, size: int) -> Path:
     return cache_dir / key[:2] / f"{key}.npy"
 
 
+class CacheWriteError(OSError):
+    """The cache folder cannot take a file (disk full, read-only, ...): the sample itself is fine."""
+
+
 def ensure_cached(cache_dir: Path, sample: Sample, size: int) -> Path:
-    """The cache file of `sample`, decoding and writing it (atomically) when it is not there yet."""
-    path = cached_path(cache_dir, sample, size)
-    if not path.is_file():
-        packed = pack(*load_sample(sample, size))
+    """The cache file of `sample`, decoding and writing it (atomically) when it is not there yet.
+
+    Raises ImageReadError when the sample's own files cannot be read, CacheWriteError when the cache
+    cannot be written (nothing half-written is left behind)."""
+    try:
+        path = cached_path(cache_dir, sample, size)
+    except OSError as err:  # stat() of a source file
+        raise ImageReadError(f"{err.filename}: cannot read ({err.strerror})") from err
+    if path.is_file():
+        return path
+    packed = pack(*load_sample(sample, size))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         with open(tmp, "wb") as handle:
             np.save(handle, packed, allow_pickle=False)
         os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise CacheWriteError(err.errno, f"cannot write {path.parent}: {err.strerror}") from err
     return path
 
 
 def read_cached(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return unpack(np.load(path, allow_pickle=False))
+
+
+def mask_is_marked(path: Path) -> bool:
+    """Whether the cached sample's wrinkle mask marks any pixel (reads only the mask's rows)."""
+    return bool(unpack(np.load(path, mmap_mode="r", allow_pickle=False))[1].any())

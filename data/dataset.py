@@ -7,13 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-import cv2
-
-from data.cache import ensure_cached, pack, read_cached, unpack
+from data.cache import CacheWriteError, ensure_cached, mask_is_marked, pack, read_cached, unpack
 from data.decode import load_sample
 from data.image_io import ImageReadError
 from data.sources import DataError, Sample, configured_sources
@@ -62,22 +61,32 @@ class WrinkleDataset(Dataset):
         self.patch_wrinkle_fraction = patch_wrinkle_fraction
         self.rng = np.random.default_rng(0)  # patch positions; reseeded per epoch and per worker
         cache_dir = Path(cache_dir)
+        cache_failures: list[str] = []
 
         def prepare(sample: Sample):
+            """The entry of `sample` (cache path, packed array, or the sample itself), or None if unreadable."""
             try:
                 if cache == "disk":
-                    return ensure_cached(cache_dir, sample, image_size)
+                    try:
+                        return ensure_cached(cache_dir, sample, image_size)
+                    except CacheWriteError as err:  # not the sample's fault: decode it on every read instead
+                        cache_failures.append(str(err))
+                        return sample
                 packed = pack(*load_sample(sample, image_size))  # decoding also checks the files
                 return packed if cache == "memory" else sample
-            except (ImageReadError, OSError) as err:
+            except ImageReadError as err:
                 log.warning("skipped %s: %s", sample.id, err)
                 return None
 
         with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
             prepared = list(pool.map(prepare, samples))
+        if cache_failures:
+            log.warning("data.cache_dir: %d of %d samples could not be cached (%s); they are decoded on every read instead (slower)",
+                        len(cache_failures), len(samples), cache_failures[0])
         self.samples = [s for s, p in zip(samples, prepared) if p is not None]
         self.entries = [p for p in prepared if p is not None]
         self.skipped = [s.id for s, p in zip(samples, prepared) if p is None]
+        self.uncached = len(cache_failures)
         if not self.samples and samples:
             raise DataError(f"none of the {len(samples)} samples could be read (first: {samples[0].image})")
 
@@ -87,11 +96,21 @@ class WrinkleDataset(Dataset):
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image, wrinkle mask and skin mask (uint8, 0/1) of sample `index` at the training resolution."""
         entry = self.entries[index]
-        if self.cache == "disk":
+        if isinstance(entry, Path):
             return read_cached(entry)
-        if self.cache == "memory":
+        if isinstance(entry, np.ndarray):
             return unpack(entry)
         return unpack(pack(*load_sample(entry, self.image_size)))
+
+    def has_wrinkles(self) -> bool:
+        """Whether any sample's wrinkle mask marks a pixel (stops at the first that does)."""
+        for index, entry in enumerate(self.entries):
+            if isinstance(entry, Path):
+                if mask_is_marked(entry):
+                    return True
+            elif self.arrays(index)[1].any():
+                return True
+        return False
 
     def reseed(self, seed: int) -> None:
         """New random streams for augmentation and patch positions."""
@@ -134,15 +153,15 @@ def split_samples(cfg: "Config") -> dict[str, list[Sample]]:
     return split_samples_with_report(cfg)[0]
 
 
-def build_dataset(cfg: "Config", split: str, samples: list[Sample] | None = None) -> WrinkleDataset:
-    """The dataset of one split: augmented, patched and with dilated masks for "train" only."""
+def build_dataset(cfg: "Config", split: str, samples: list[Sample] | None = None, *, training: bool) -> WrinkleDataset:
+    """The dataset of one split; `training` (what the trainer's train split gets, and nothing else) adds
+    augmentation, patches and dilated masks. Evaluation passes False for every split, train included."""
     if split not in SPLITS:
         raise KeyError(f"split {split!r}; valid: {', '.join(SPLITS)}")
     if samples is None:
         samples = split_samples(cfg)[split]
     if not samples:
         raise DataError(f"the {split} split is empty: check data.sources and data.split")
-    training = split == "train"
     d = cfg.data
     return WrinkleDataset(
         samples,
@@ -155,6 +174,15 @@ def build_dataset(cfg: "Config", split: str, samples: list[Sample] | None = None
         patch_size=d.patch_size if training else 0,
         patch_wrinkle_fraction=d.patch_wrinkle_fraction,
     )
+
+
+def require_wrinkles(dataset: WrinkleDataset, split: str) -> None:
+    """Refuse a split whose wrinkle masks are all empty: every score on it would be a perfect 1.0."""
+    if not dataset.has_wrinkles():
+        raise DataError(
+            f"every wrinkle mask of the {split} split ({len(dataset)} images, e.g. {dataset.samples[0].mask}) is empty: a wrong mask "
+            "folder, or masks stored in a way that reads as empty; run python -m data.check --config FILE"
+        )
 
 
 class EpochSampler(Sampler):

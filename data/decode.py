@@ -45,9 +45,24 @@ def read_cropped_mask(path: Path, crop: tuple[int, int, int, int]) -> tuple[np.n
     return mask, region
 
 
+def pad_to_square(array: np.ndarray) -> np.ndarray:
+    """Zero-pad an image or mask on the right and bottom to a square (nothing cropped or distorted).
+
+    The one convention for non-square inputs: training samples and `predict.py --face-masks` crops
+    (face.align.square_affine maps the same geometry back onto the photo)."""
+    height, width = array.shape[:2]
+    side = max(height, width)
+    if height == width:
+        return array
+    padded = np.zeros((side, side) + array.shape[2:], array.dtype)
+    padded[:height, :width] = array
+    return padded
+
+
 def load_sample(sample: Sample, size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode one sample: RGB uint8 image, boolean wrinkle mask and skin mask, at size x size
-    (or the image's own size with `size` None). Errors name the file."""
+    (or the image's own size with `size` None). A non-square image is padded to a square first (the
+    padding is not skin), never stretched. Errors name the file."""
     image = read_rgb(sample.image)
     height, width = image.shape[:2]
     skin = np.ones((height, width), bool)
@@ -67,4 +82,5 @@ def load_sample(sample: Sample, size: int | None) -> tuple[np.ndarray, np.ndarra
         skin &= _fit_to_image(face, sample.face_mask, "face mask", height, width, thin=False)
     if size is None:
         return image, mask, skin
+    image, mask, skin = pad_to_square(image), pad_to_square(mask), pad_to_square(skin)
     return resize_rgb(image, size, size), resize_mask(mask, size, size), resize_mask(skin, size, size, thin=False)

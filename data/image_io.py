@@ -42,15 +42,23 @@ def read_rgb(path: str | Path) -> np.ndarray:
 def read_binary_mask(path: str | Path, threshold: int | None = None) -> np.ndarray:
     """Read a mask as bool, H x W.
 
-    Masks are stored as 0/1 or 0/255 (both occur in published data sets). With `threshold` None, a mask
-    whose maximum is 1 is read as `> 0` and any other as `> 127`, which also absorbs stray values such
-    as a background of 2; pass a threshold to force one rule.
+    Masks come as grayscale 0/1 or 0/255 (both occur in published data sets), 16-bit, palette images
+    (read through their palette, as "L" would) and colour images such as red on black: a pixel's value
+    is its brightest channel, so a coloured mark counts whatever its hue (luminance would put pure red
+    at 76 and read it as background). With `threshold` None, a mask whose maximum is 1 is read as `> 0`
+    and any other as `> 127`, which also absorbs stray values such as a background of 2; pass a
+    threshold to force one rule.
     """
     path = Path(path)
-    array = _decode(path, cv2.IMREAD_GRAYSCALE)
+    array = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # palette expanded, gray repeated, EXIF applied as for images
+    if array.dtype == np.uint16:
+        array = array // 257
+    elif array.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported pixel type {array.dtype} for a mask")
+    value = array.max(axis=2) if array.ndim == 3 else array
     if threshold is None:
-        threshold = 0 if array.max() <= 1 else 127
-    return array > threshold
+        threshold = 0 if value.max() <= 1 else 127
+    return value > threshold
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:

@@ -52,11 +52,38 @@ def _source(url: str, file_path: str, mirror: str | None) -> str:
     return f"{mirror.rstrip('/')}/{file_path}" if "://" in mirror else str(Path(mirror) / file_path)
 
 
-def extract_folder(archive: Path, root: Path, folder: str, password: bytes | None = None) -> Path:
-    """Unpack the files of `archive` into `root/folder/`, whatever folder nesting the zip uses.
+def _members(bundle: zipfile.ZipFile, archive: Path) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+    """The zip's files with their path parts; directories and macOS metadata skipped, unsafe paths refused."""
+    members = []
+    for member in bundle.infolist():
+        parts = PurePosixPath(member.filename).parts
+        if member.is_dir() or not parts or "__MACOSX" in parts or parts[-1].startswith("._"):
+            continue
+        if PurePosixPath(member.filename).is_absolute() or ".." in parts:
+            raise FetchError(f"{archive}: unsafe path {member.filename!r}")
+        members.append((member, parts))
+    return members
 
-    Members are placed by their path below a component named `folder` (or below the zip's top level
-    when no such component exists); absolute paths, `..` and macOS metadata are refused or skipped.
+
+def zip_folders(archive: Path, folders: tuple[str, ...], password: bytes | None = None) -> set[str]:
+    """Which of `folders` occur as a path component of some file in `archive`."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            if password:
+                bundle.setpassword(password)
+            return {folder for _, parts in _members(bundle, archive) for folder in folders if folder in parts[:-1]}
+    except zipfile.BadZipFile as err:
+        raise FetchError(f"{archive}: cannot unpack ({err})") from err
+
+
+def extract_folder(archive: Path, root: Path, folder: str, password: bytes | None = None, require: bool = False) -> Path:
+    """Unpack the files of `archive` that belong to `folder` into `root/folder/`, whatever nesting the zip uses.
+
+    When some file's path has a component named `folder`, only such files are taken, each placed by its
+    path below that component (a zip holding several folders gives each its own files). When none has
+    (a single-folder release zipped without its name, or under another), every file is taken, placed
+    below the zip's top level; `require=True` makes that case a FetchError instead. Absolute paths,
+    `..` and macOS metadata are refused or skipped.
     """
     target = root / folder
     marker = root / f".{folder}.complete"
@@ -69,15 +96,12 @@ def extract_folder(archive: Path, root: Path, folder: str, password: bytes | Non
             bad = bundle.testzip()
             if bad is not None:
                 raise FetchError(f"{archive}: corrupt member {bad}; delete the zip and run again")
-            for member in bundle.infolist():
-                parts = PurePosixPath(member.filename).parts
-                if member.is_dir() or not parts or "__MACOSX" in parts or parts[-1].startswith("._"):
-                    continue
-                if PurePosixPath(member.filename).is_absolute() or ".." in parts:
-                    raise FetchError(f"{archive}: unsafe path {member.filename!r}")
-                inner = parts[parts.index(folder) + 1 :] if folder in parts else parts[1:] if len(parts) > 1 else parts
-                if not inner:
-                    continue
+            members = _members(bundle, archive)
+            named = [(member, parts) for member, parts in members if folder in parts[:-1]]
+            if not named and require:
+                raise FetchError(f"{archive}: no {folder}/ folder in the zip")
+            for member, parts in named or members:
+                inner = parts[parts.index(folder) + 1 :] if named else parts[1:] if len(parts) > 1 else parts
                 dest = target.joinpath(*inner)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_name(dest.name + ".part")
@@ -140,8 +164,22 @@ def prepare_kim(archive: Path, root: Path, images: Path | None = None, mirror: s
     if not archive.is_file():
         raise FetchError(f"--zip: no such file {archive}")
     secret = password.encode() if password else None
-    for folder in ("wrinkle_masks", "skin_masks"):
-        extract_folder(archive, root, folder, secret)
+    expected = ("wrinkle_masks", "skin_masks")
+    found = zip_folders(archive, expected, secret)
+    if "wrinkle_masks" not in found:
+        has = f"only {', '.join(f'{f}/' for f in sorted(found))}" if found else "neither"
+        raise FetchError(f"{archive}: not Kim et al.'s layout: expected folders wrinkle_masks/ and skin_masks/ in the zip, it has {has}")
+    for folder in expected:
+        if folder in found:
+            extract_folder(archive, root, folder, secret, require=True)
+        else:
+            log.warning("%s: no skin_masks/ folder in the zip: the whole image counts as skin", archive)
+    stale = root / "wrinkle_masks" / "skin_masks"
+    if stale.is_dir():
+        raise FetchError(
+            f"{stale}: skin masks unpacked among the wrinkle masks by an earlier version; "
+            f"delete {root / 'wrinkle_masks'} and {root / '.wrinkle_masks.complete'} and run again"
+        )
     ids = sorted(p.stem for p in (root / "wrinkle_masks").rglob("*.png"))
     metadata = load_ffhq_metadata(root, mirror)
     return fetch_ffhq_images(ids, images or root / "images1024x1024", metadata, mirror)

@@ -101,10 +101,17 @@ def index_ffhq_images(folder: str | Path) -> dict[str, Path]:
 
 
 def _index_pngs(folder: Path) -> dict[str, Path]:
-    """{stem: path} of every PNG under `folder`, flat or nested by thousand."""
+    """{stem: path} of every PNG under `folder`, flat or nested by thousand; a stem found twice is an error."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    return {p.stem: p for p in sorted(folder.rglob("*.png")) if not p.name.startswith(".")}
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*.png")):
+        if path.name.startswith("."):
+            continue
+        if path.stem in found:
+            raise DataError(f"{folder}: id {path.stem} twice, {found[path.stem]} and {path}: keep one (a folder unpacked inside another?)")
+        found[path.stem] = path
+    return found
 
 
 def _with_images(kind: str, masks: dict[str, Path], images: str | Path, mask_dir: Path) -> dict[str, Path]:

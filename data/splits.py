@@ -2,7 +2,9 @@
 
 Rules:
 - an id (an FFHQ id, a file stem) is one face: when several sources hold it, the source listed first
-  in `data.sources` provides it and the other copies are left out (counted per source);
+  in `data.sources` provides it and the other copies are left out (counted per source); a `folder` or
+  `synthetic` id is only a file name, so when such a source is involved the two image files must be
+  byte-identical (the same face), else the merge is refused rather than dropping a face;
 - "random": ids are ranked by a seeded hash, so an id's split never depends on file order or on which
   other ids exist; "files": test (and optionally val) ids come from text files, one id a line;
 - a split that would leak is an error: an id in two id files, or the same image file under two ids in
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data.fetch import file_digest
 from data.sources import DataError, Sample
 
 if TYPE_CHECKING:
@@ -74,11 +77,64 @@ class SplitReport:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
+FILE_NAME_KINDS = ("folder", "synthetic")  # sources whose ids are file names, not FFHQ ids
+
+
+def _kind_and_key(name: str) -> tuple[str, str]:
+    """("folder", "data.sources.1 (folder)") from a source name "1:folder" (as `configured_sources` names them)."""
+    index, _, kind = name.rpartition(":")
+    return kind, f"data.sources.{index} ({kind})" if index.isdigit() else name
+
+
+def same_file_content(a: Path, b: Path) -> bool:
+    """True when the two files hold the same bytes (sizes first, then SHA-256)."""
+    if a.resolve() == b.resolve():
+        return True
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return file_digest(a, "sha256") == file_digest(b, "sha256")
+
+
+def _differs(first: Sample, first_source: str, later: Sample, later_source: str) -> bool:
+    """True when the shared id is only a file name (a folder or synthetic source) and the images differ."""
+    if _kind_and_key(first_source)[0] not in FILE_NAME_KINDS and _kind_and_key(later_source)[0] not in FILE_NAME_KINDS:
+        return False  # FFHQ ids: the same id is the same face
+    return not same_file_content(first.image, later.image)
+
+
+def _clash_error(first_source: str, later_source: str, clashes: list[tuple[Sample, Sample]]) -> DataError:
+    """The error for ids that name different images in two sources, with what to do about it."""
+    (kind_a, key_a), (kind_b, key_b) = _kind_and_key(first_source), _kind_and_key(later_source)
+    a, b = clashes[0]
+    if kind_a == kind_b == "synthetic":
+        fix = (
+            "two synthetic sources name their faces alike (synth_NNNNN): use one synthetic source with the "
+            "total n_images, or copy one set into a folder source and rename its files"
+        )
+    else:
+        fix = (
+            "give the images distinct names (rename the image with its mask and face mask in one source), "
+            "or, if they are the same face, remove it from one of the sources"
+        )
+    more = f" (and {len(clashes) - 1} more: {', '.join(x.id for x, _ in clashes[1:6])}{' ...' if len(clashes) > 6 else ''})" if len(clashes) > 1 else ""
+    return DataError(
+        f"{key_a} and {key_b} share {len(clashes)} ids whose images differ, e.g. {a.id}: {a.image} and {b.image}{more}; "
+        f"an id is one face, so {key_b}'s image would be dropped: {fix}"
+    )
+
+
 def merge_sources(sources: list[tuple[str, list[Sample]]], report: SplitReport) -> list[Sample]:
-    """One sample per id; the first source listed wins, later copies are dropped and counted."""
+    """One sample per id; the first source listed wins, later copies are dropped and counted.
+
+    Where a `folder` or `synthetic` source shares an id with another source, the two image files
+    must hold the same bytes: otherwise they are two faces that happen to share a file name, and a
+    DataError names both files (and both sources) instead of dropping one.
+    """
     owner: dict[str, str] = {}
+    first_sample: dict[str, Sample] = {}
     merged: list[Sample] = []
     ids_by_source = {}
+    clashes: dict[tuple[str, str], list[tuple[Sample, Sample]]] = {}
     for name, samples in sources:
         report.per_source[name] = len(samples)
         seen = set()
@@ -87,11 +143,18 @@ def merge_sources(sources: list[tuple[str, list[Sample]]], report: SplitReport) 
                 raise DataError(f"{name}: id {sample.id} appears twice ({sample.image})")
             seen.add(sample.id)
             if sample.id in owner:
+                first = first_sample[sample.id]
+                if _differs(first, owner[sample.id], sample, name):
+                    clashes.setdefault((owner[sample.id], name), []).append((first, sample))
                 report.dropped.setdefault(name, []).append(sample.id)
                 continue
             owner[sample.id] = name
+            first_sample[sample.id] = sample
             merged.append(sample)
         ids_by_source[name] = seen
+    if clashes:
+        (first_source, later_source), pairs = next(iter(clashes.items()))
+        raise _clash_error(first_source, later_source, pairs)
     names = list(ids_by_source)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:

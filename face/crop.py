@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from data.decode import pad_to_square
+from data.image_io import resize_mask, resize_rgb
 from face.align import ffhq_affine, photo_outline, square_affine, transform_points, warp_to_face, warp_to_photo
 from face.regions import region_masks, skin_mask, visible_shares
 
@@ -105,7 +107,8 @@ class FaceCropper:
         if self.cfg.skin == "mesh":
             skin = skin_mask(transform_points(landmarks, matrix), (self.size, self.size)) & inside
         elif self.cfg.skin == "bisenet":
-            from face.bisenet import parse_face, skin_mask as parsed_skin
+            from face.bisenet import parse_face
+            from face.bisenet import skin_mask as parsed_skin
 
             skin = parsed_skin(parse_face(self.parser, crop), tuple(self.cfg.skin_classes)) & inside
         else:
@@ -115,10 +118,10 @@ class FaceCropper:
 
 def load_mask_crop(image: np.ndarray, skin: np.ndarray, size: int) -> FaceCrop:
     """A crop for a photo whose skin mask is given (face_parsing_extraction.py output, or any
-    mask file): padded to a square and scaled, no face detection."""
+    mask file): padded to a square and scaled, no face detection, pixel for pixel as training
+    samples are made (data.decode.load_sample); `square_affine` maps the result back."""
     height, width = image.shape[:2]
-    matrix = square_affine(height, width, size)
-    crop = warp_to_face(image, matrix, size, cv2.BORDER_CONSTANT)
-    crop_skin = warp_to_face(skin.astype(np.float32), matrix, size, cv2.BORDER_CONSTANT) >= 0.5
-    return FaceCrop(crop, crop_skin, matrix, (height, width), photo_skin_mask=skin)
+    crop = resize_rgb(pad_to_square(image), size, size)
+    crop_skin = resize_mask(pad_to_square(skin.astype(bool)), size, size, thin=False)
+    return FaceCrop(crop, crop_skin, square_affine(height, width, size), (height, width), photo_skin_mask=skin)
 

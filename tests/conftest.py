@@ -11,6 +11,7 @@ import pytest
 # Before anything imports albumentations or wandb.
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ["WANDB_MODE"] = "disabled"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

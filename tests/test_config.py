@@ -81,3 +81,15 @@ def test_round_trip_through_plain_data_and_yaml():
     plain = config_to_dict(cfg)
     assert config_from_dict(yaml.safe_load(yaml.safe_dump(plain))) == cfg
     assert config_from_dict(config_to_dict(Config())) == Config()
+
+
+@pytest.mark.parametrize("override", ["optim.lr=.inf", "optim.lr=inf", "optim.lr=nan", "loss.focal_alpha=.nan", "optim.betas=[0.9, .inf]", "scheduler.min_lr=-.inf"])
+def test_non_finite_numbers_are_refused(override, tmp_path):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=f"{key.replace('.', '[.]')}.* expected a finite number"):
+        load_config(None, [override])
+    section, name = key.split(".")[:2]
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n  {name}: {override.partition('=')[2]}\n")
+    with pytest.raises(ConfigError, match="expected a finite number"):
+        load_config(path)

@@ -115,7 +115,7 @@ def test_train_is_augmented_and_dilated_evaluation_is_not(tmp_path):
                              "data.train_mask_dilation=3", "data.split.val_fraction=0.2", "data.split.test_fraction=0.2",
                              f"data.cache_dir={tmp_path / 'cache'}"])
     splits = split_samples(cfg)
-    train, val = build_dataset(cfg, "train", splits["train"]), build_dataset(cfg, "val", splits["val"])
+    train, val = build_dataset(cfg, "train", splits["train"], training=True), build_dataset(cfg, "val", splits["val"], training=False)
     assert val.transform is None and val.mask_dilation == 0
     assert train.transform is not None and train.mask_dilation == 3
     item = val[0]
@@ -208,5 +208,81 @@ def test_augmentation_is_strict_and_patches_are_for_training_only(tmp_path):
     cfg = load_config(None, ["data.sources.0.kind=folder", f"data.sources.0.root={root}", "data.image_size=64", "data.patch_size=32",
                              "data.split.val_fraction=0.2", "data.split.test_fraction=0.2", f"data.cache_dir={tmp_path / 'cache'}"])
     splits = split_samples(cfg)
-    assert build_dataset(cfg, "train", splits["train"])[0]["image"].shape == (3, 32, 32)
-    assert build_dataset(cfg, "val", splits["val"])[0]["image"].shape == (3, 64, 64)
+    assert build_dataset(cfg, "train", splits["train"], training=True)[0]["image"].shape == (3, 32, 32)
+    assert build_dataset(cfg, "val", splits["val"], training=False)[0]["image"].shape == (3, 64, 64)
+
+
+def _write_mask_variant(path, marked, kind):
+    """`marked` (bool H x W) stored as a palette PNG, red on black RGB, a dark VOC-style palette colour or 16-bit grey."""
+    from PIL import Image
+
+    if kind in ("palette_red", "palette_voc"):
+        image = Image.fromarray(marked.astype(np.uint8), "P")
+        image.putpalette([0, 0, 0] + ([255, 0, 0] if kind == "palette_red" else [128, 0, 0]))
+        image.save(path)
+    elif kind == "red_on_black":
+        rgb = np.zeros(marked.shape + (3,), np.uint8)
+        rgb[marked] = (255, 0, 0)
+        Image.fromarray(rgb).save(path)
+    else:
+        cv2.imwrite(str(path), marked.astype(np.uint16) * 65535)
+
+
+@pytest.mark.parametrize("kind", ["palette_red", "palette_voc", "red_on_black", "grey16"])
+def test_palette_and_coloured_masks_read_as_marked(tmp_path, kind):
+    marked = np.zeros((16, 24), bool)
+    marked[8, 3:20] = True
+    _write_mask_variant(tmp_path / "m.png", marked, kind)
+    assert np.array_equal(read_binary_mask(tmp_path / "m.png"), marked)  # luminance read pure red as 76: "empty"
+
+
+def test_training_refuses_a_split_whose_masks_are_all_empty(tmp_path):
+    from training import Trainer
+
+    root = _folder(tmp_path / "data", n=8, mask_values=(0, 0))
+    overrides = ["data.sources.0.kind=folder", f"data.sources.0.root={root}", "data.image_size=32", "data.num_workers=0",
+                 "data.split.val_fraction=0.25", "data.split.test_fraction=0.0", f"data.cache_dir={tmp_path / 'cache'}",
+                 f"experiment.output_dir={tmp_path / 'runs'}", "model.encoder=resnet18", "model.encoder_weights=null",
+                 "model.decoder_channels=[8, 8, 8, 8, 8]", "logging.wandb=disabled"]
+    with pytest.raises(DataError, match="every wrinkle mask of the train split .* is empty"):
+        Trainer(load_config(None, overrides))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_cache_that_cannot_be_written_falls_back_to_decoding(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import data.cache
+
+    root = _folder(tmp_path / "data", n=4)
+    reference = WrinkleDataset(folder_samples(root), 32, cache="memory")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data.cache.np, "save", disk_full)
+    with caplog.at_level(logging.WARNING):
+        dataset = WrinkleDataset(folder_samples(root), 32, cache="disk", cache_dir=tmp_path / "cache")
+    assert len(dataset) == 4 and dataset.skipped == [] and dataset.uncached == 4  # nothing dropped
+    assert "could not be cached" in caplog.text and "No space left on device" in caplog.text
+    for index in range(4):
+        assert all(np.array_equal(a, b) for a, b in zip(dataset.arrays(index), reference.arrays(index)))
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no half-written entries
+
+
+def test_non_square_samples_are_padded_exactly_as_predict_pads_them(tmp_path):
+    from face.crop import load_mask_crop
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)
+    skin = np.zeros((60, 90), bool)
+    skin[10:50, 20:70] = True
+    write_png(tmp_path / "i.png", image)
+    write_png(tmp_path / "s.png", skin)
+    write_png(tmp_path / "m.png", np.zeros((60, 90), bool))
+    sample_image, _, sample_skin = load_sample(Sample("i", tmp_path / "i.png", tmp_path / "m.png", tmp_path / "s.png", "folder"), 64)
+    crop = load_mask_crop(image, skin, 64)
+    assert np.array_equal(sample_image, crop.image) and np.array_equal(sample_skin, crop.skin)
+    # Padded at the bottom (60 of 90 rows are the photo), not stretched to a square.
+    assert (sample_image[43:] == 0).all() and sample_image[:42].std() > 30
+    assert not sample_skin[43:].any()

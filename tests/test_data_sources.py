@@ -11,7 +11,8 @@ import pytest
 
 from config import load_config
 from data.cache import cached_path
-from data.check import check_data, main as check_main
+from data.check import check_data
+from data.check import main as check_main
 from data.dataset import WrinkleDataset, split_samples_with_report
 from data.decode import load_sample
 from data.image_io import ImageReadError, write_png
@@ -27,6 +28,13 @@ def _ffhq_images(folder, ids, nested=True):
     for sample_id in ids:
         sub = folder / f"{int(sample_id) // 1000 * 1000:05d}" if nested else folder
         write_png(sub / f"{sample_id}.png", rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+
+
+def _data_config(path, sources: list[str], split: str):
+    """A config file whose data section lists `sources` (flow mappings' insides) and `split`."""
+    listed = "".join(f"    - {{{source}}}\n" for source in sources)
+    path.write_text(f"data:\n  image_size: {SIZE}\n  cache_dir: {path.parent / 'cache'}\n  sources:\n{listed}  split: {{{split}}}\n")
+    return path
 
 
 def _line_mask(row, value=255, background=0):
@@ -61,18 +69,8 @@ def two_sources(tmp_path):
     _write(kim / "wrinkle_masks" / "00014.png", stray)
     test_ids = tmp_path / "test_ids.txt"
     test_ids.write_text("00003\n00006\n00007\n# a comment\n00099\n")
-    config = tmp_path / "combined.yaml"
-    config.write_text(
-        f"""
-data:
-  image_size: {SIZE}
-  cache_dir: {tmp_path / 'cache'}
-  sources:
-    - {{kind: ffhq_wrinkle, root: {moon}, images: {images}}}
-    - {{kind: kim, root: {kim}, images: {images}}}
-  split: {{method: files, test_ids_file: {test_ids}, val_fraction: 0.2, seed: 1}}
-"""
-    )
+    config = _data_config(tmp_path / "combined.yaml", [f"kind: ffhq_wrinkle, root: {moon}, images: {images}", f"kind: kim, root: {kim}, images: {images}"],
+                          f"method: files, test_ids_file: {test_ids}, val_fraction: 0.2, seed: 1")
     return tmp_path, config
 
 
@@ -180,3 +178,70 @@ def test_patches_are_mostly_on_wrinkles():
     assert 0.7 < np.mean(hits) < 0.95  # 80 % centred on wrinkles, a few of the rest hit by chance
     patch = wrinkle_patch(image, mask, skin, 64, 0.0, rng)
     assert patch[0].shape == (64, 64, 3) and patch[1].shape == patch[2].shape == (64, 64)
+
+
+@pytest.fixture
+def two_folders(tmp_path):
+    """Two folder sources, a/ with faces 00000-00009 and b/ with 00010-00014 plus its own 00003."""
+
+    def face(folder, stem, value):
+        write_png(folder / "images" / f"{stem}.png", np.full((SIZE, SIZE, 3), value, np.uint8))
+        write_png(folder / "masks" / f"{stem}.png", _line_mask(10))
+
+    for i in range(10):
+        face(tmp_path / "a", f"{i:05d}", 10 + i)
+    for i in range(10, 15):
+        face(tmp_path / "b", f"{i:05d}", 10 + i)
+    config = _data_config(tmp_path / "folders.yaml", [f"kind: folder, root: {tmp_path / 'a'}", f"kind: folder, root: {tmp_path / 'b'}"],
+                          "val_fraction: 0.2, test_fraction: 0.2, seed: 1")
+    return tmp_path, config
+
+
+def test_folder_sources_sharing_a_file_name_but_not_the_image_are_refused(two_folders, capsys):
+    tmp_path, config = two_folders
+    write_png(tmp_path / "b" / "images" / "00003.png", np.full((SIZE, SIZE, 3), 200, np.uint8))  # another face
+    write_png(tmp_path / "b" / "masks" / "00003.png", _line_mask(30))
+    first, second = (tmp_path / folder / "images" / "00003.png" for folder in ("a", "b"))
+    with pytest.raises(DataError) as caught:
+        split_samples_with_report(load_config(config))
+    message = str(caught.value)
+    assert str(first) in message and str(second) in message
+    assert "data.sources.0" in message and "data.sources.1" in message and "rename" in message
+    # data.check reports it as a problem, not a traceback
+    report, problems = check_data(load_config(config))
+    assert len(problems) == 1 and str(second) in problems[0]
+    assert check_main(["--config", str(config), "--output", str(tmp_path / "check.json")]) == 1
+    assert "PROBLEM: " in capsys.readouterr().out
+
+
+def test_folder_sources_sharing_an_identical_image_merge_first_wins(two_folders):
+    tmp_path, config = two_folders
+    for sub in ("images", "masks"):  # the same face, byte for byte, in both folders
+        (tmp_path / "b" / sub / "00003.png").write_bytes((tmp_path / "a" / sub / "00003.png").read_bytes())
+    splits, report = split_samples_with_report(load_config(config))
+    assert report.overlaps == {"0:folder & 1:folder": 1} and report.dropped == {"1:folder": ["00003"]}
+    merged = {s.id: s for split in splits.values() for s in split}
+    assert len(merged) == 15 and merged["00003"].image == tmp_path / "a" / "images" / "00003.png"
+
+
+def test_two_synthetic_sources_merge_only_when_their_faces_are_the_same(tmp_path):
+    from config import SourceConfig, SplitConfig
+    from data.sources import source_samples
+
+    def synthetic(folder, seed):
+        return source_samples(SourceConfig(kind="synthetic", root=str(tmp_path / folder), n_images=4, seed=seed), SIZE)
+
+    same = [("0:synthetic", synthetic("s1", 1)), ("1:synthetic", synthetic("s2", 1))]  # same seed: the same faces
+    _, report = assign_splits(same, SplitConfig(val_fraction=0.25, test_fraction=0.25))
+    assert report.dropped == {"1:synthetic": [f"synth_{i:05d}" for i in range(4)]}
+    other = [("0:synthetic", synthetic("s1", 1)), ("1:synthetic", synthetic("s3", 2))]
+    with pytest.raises(DataError, match=r"data.sources.0 \(synthetic\) and data.sources.1 \(synthetic\) share 4 ids.*one synthetic source"):
+        assign_splits(other, SplitConfig(val_fraction=0.25, test_fraction=0.25))
+
+
+def test_a_mask_folder_holding_an_id_twice_is_refused(two_sources):
+    tmp_path, _ = two_sources
+    # what an earlier data.prepare left: Kim's skin masks unpacked inside wrinkle_masks/
+    _write(tmp_path / "kim" / "wrinkle_masks" / "skin_masks" / "00005.png", np.full((SIZE, SIZE), 255, np.uint8))
+    with pytest.raises(DataError, match="id 00005 twice"):
+        kim_samples(tmp_path / "kim", tmp_path / "ffhq" / "images1024x1024")

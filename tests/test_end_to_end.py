@@ -269,3 +269,97 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
                 assert float(row[f"{region}_percent"]) == pytest.approx(100 * (mask & area).sum() / area.sum(), abs=1e-3)
             else:  # mostly beyond the frame: no figure
                 assert row[f"{region}_percent"] == ""
+
+
+def test_evaluate_saves_the_scored_pixels_and_its_figures_match_sklearn(trained_run):
+    from sklearn.metrics import average_precision_score, f1_score, jaccard_score, roc_auc_score
+
+    run_dir, work, env = trained_run
+    out = work / "eval_probs"
+    run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--output", str(out), "--split", "val",
+         "--threshold", "auto", "--save-probs"], work, env)
+    report = json.loads((out / "metrics.json").read_text())
+    saved = [np.load(path) for path in sorted((out / "probs").glob("*.npz"))]
+    assert len(saved) == report["n_images"] == 3
+    prob = np.concatenate([z["prob"][z["region"]] for z in saved])
+    truth = np.concatenate([z["truth"][z["region"]] for z in saved])
+    assert report["auc"] == pytest.approx(roc_auc_score(truth, prob), abs=1e-3)
+    assert report["average_precision"] == pytest.approx(average_precision_score(truth, prob), abs=1e-3)
+    assert report["iou"] == pytest.approx(jaccard_score(truth, prob >= report["threshold"]))
+    assert report["dice"] == pytest.approx(f1_score(truth, prob >= report["threshold"]))
+
+
+def test_evaluating_the_train_split_is_neither_augmented_nor_dilated(trained_run):
+    from config import load_config
+    from data.dataset import split_samples
+    from data.decode import load_sample
+    from evaluation import evaluate_checkpoint
+
+    run_dir, work, _ = trained_run
+    report = evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", work / "eval_train", split="train", threshold=0.5)
+    cfg = load_config(run_dir / "config.yaml")
+    rows = list(csv.DictReader(open(work / "eval_train" / "per_image.csv")))
+    truth_pixels = {s.id: int((m & k).sum()) for s in split_samples(cfg)["train"] for _, m, k in [load_sample(s, cfg.data.image_size)]}
+    assert {r["id"]: int(r["tp"]) + int(r["fn"]) for r in rows} == truth_pixels  # the thin masks, in place
+    assert report["n_images"] == len(truth_pixels)
+
+
+def _with(checkpoint, target, **changes):
+    state = torch.load(checkpoint, weights_only=True)
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            state[section][name] = value
+        else:
+            state[section] = value
+    torch.save(state, target)
+    return target
+
+
+def test_checkpoints_trained_with_fp16_run_on_the_cpu(trained_run):
+    from evaluation import evaluate_checkpoint
+    from prediction import predict_folder
+
+    run_dir, work, _ = trained_run
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    fp16 = _with(run_dir / "checkpoints" / "best.pt", work / "fp16.pt", config={**best["config"], "train": {**best["config"]["train"], "amp": "fp16"}})
+    plain = evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", work / "eval_fp32", split="val", threshold=0.5)
+    assert evaluate_checkpoint(fp16, work / "eval_fp16", split="val", threshold=0.5)["iou"] == plain["iou"]  # float32 on the CPU
+    from data.synthetic import render_face
+
+    face = render_face(3, 64, 64)
+    write_png(work / "fp16_in" / "images" / "a.png", face.image)
+    write_png(work / "fp16_in" / "masks" / "a.png", face.skin_mask)
+    rows = predict_folder(fp16, work / "fp16_in" / "images", work / "fp16_out", face_mask_dir=work / "fp16_in" / "masks")
+    assert rows[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("stored", [float("nan"), 0.0, 1.0, -3.0, float("inf")])
+def test_a_stored_threshold_outside_0_1_is_refused_in_one_line(trained_run, stored, cli_env):
+    run_dir, work, _ = trained_run
+    bad = _with(run_dir / "checkpoints" / "best.pt", work / f"bad_threshold_{stored}.pt", threshold=stored)
+    result = run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(bad), "--output", str(work / "o_bad"), "--threshold", "auto"], work, cli_env, expect=1)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and bad.name in lines[0] and "not a probability in (0, 1)" in lines[0]
+
+
+@pytest.mark.parametrize("flag", ["nan", "0", "1", "inf", "-0.2"])
+def test_a_threshold_flag_outside_0_1_is_refused(trained_run, flag):
+    from config import ConfigError
+    from evaluation import evaluate_checkpoint
+
+    run_dir, work, _ = trained_run
+    with pytest.raises(ConfigError, match="--threshold must be in"):
+        evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", work / "o_flag", threshold=flag)
+
+
+def test_non_finite_weights_are_refused(trained_run):
+    from checkpoint import CheckpointError
+    from inference import load_model
+
+    run_dir, work, _ = trained_run
+    state = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
+    state["model"]["head.conv.weight" if "head.conv.weight" in state["model"] else next(iter(state["model"]))].fill_(float("nan"))
+    torch.save(state, work / "nan.pt")
+    with pytest.raises(CheckpointError, match="nan.pt: 1 weight tensors hold NaN or infinity"):
+        load_model(work / "nan.pt", torch.device("cpu"))

@@ -24,13 +24,39 @@ def test_perfect_and_opposite_predictions():
     assert math.isclose(soft_dice_loss(opposite, target).item(), 1 - 1 / 9, rel_tol=1e-5)
 
 
-def test_image_without_wrinkles_is_not_penalized_when_predicted_empty():
+def test_image_without_wrinkles_what_dice_smoothing_does_and_does_not_do():
     target = torch.zeros(1, 1, 8, 8)
     confident_empty = torch.full((1, 1, 8, 8), -20.0)
-    assert soft_dice_loss(confident_empty, target).item() < 1e-6  # the seed's Dice gave ~1 here
+    assert soft_dice_loss(confident_empty, target).item() < 1e-6  # sum(p) << smooth: about 0
     assert DiceFocalLoss()(confident_empty, target).item() < 1e-6
-    # predicting wrinkles on an empty image does cost
-    assert soft_dice_loss(torch.full((1, 1, 8, 8), 20.0), target).item() > 0.95
+    assert soft_dice_loss(torch.full((1, 1, 8, 8), 20.0), target).item() > 0.95  # predicting wrinkles costs
+    # The docstring's figure: at 512 px a small p everywhere already puts an empty image's Dice near 1
+    # (sum(p) = 89 >> smooth), so the claim "near 0 on empty images" only holds for sum(p) << smooth.
+    p = 3.4e-4
+    tiny_everywhere = torch.full((1, 1, 512, 512), math.log(p / (1 - p)))
+    empty_512 = torch.zeros(1, 1, 512, 512)
+    assert math.isclose(soft_dice_loss(tiny_everywhere, empty_512).item(), 0.989, abs_tol=1e-3)
+    # Pooled over a batch, the wrinkle-free image barely moves the Dice term of an image with wrinkles.
+    wrinkled = torch.zeros(1, 1, 512, 512)
+    wrinkled[..., 100:104, 50:450] = 1
+    good = torch.where(wrinkled > 0, 10.0, -10.0)
+    alone = soft_dice_loss(good, wrinkled).item()
+    pooled = soft_dice_loss(torch.cat([good, tiny_everywhere]), torch.cat([wrinkled, empty_512])).item()
+    assert alone < 0.01 and pooled - alone < 0.03  # 0.004 and 0.027
+
+
+def test_loss_of_summed_sums_does_not_depend_on_batching():
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 1, 16, 16) * 3, (torch.rand(6, 1, 16, 16) < 0.1).float()
+    valid = (torch.rand(6, 1, 16, 16) < 0.8).float()
+    loss = DiceFocalLoss()
+    whole = loss(logits, target, valid)
+    for size in (1, 2, 4):
+        sums = sum(loss.sums(logits[i : i + size], target[i : i + size], valid[i : i + size]).double() for i in range(0, 6, size))
+        assert torch.allclose(loss.from_sums(sums).float(), whole, atol=1e-6)
+    # the mean of per-batch losses (how val_loss was computed before) is not the same number
+    per_batch = torch.stack([loss(logits[i : i + 1], target[i : i + 1], valid[i : i + 1]) for i in range(6)]).mean()
+    assert abs(per_batch.item() - whole.item()) > 1e-3
 
 
 def test_focal_matches_its_formula():

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from data import prepare
+from data.decode import load_sample
 from data.fetch import FetchError, direct_url, fetch
 from data.sources import ffhq_wrinkle_samples, kim_samples
 
 IDS = ["00002", "01500"]
+KIM_WRINKLE, KIM_SKIN = 40, 28 * 28  # pixels of the Kim fixture's wrinkle and skin masks
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -84,7 +86,14 @@ def remote(tmp_path, monkeypatch):
     np.save(labels, np.ones((16, 16), np.uint8))
     zip_of("manual_wrinkle_masks.zip", {f"manual_wrinkle_masks/{i}.png": png for i in IDS} | {"__MACOSX/._x": b"junk"})
     zip_of("face_parsed_labels.zip", {f"face_parsed_labels/{i}.npy": labels.getvalue() for i in IDS})
-    zip_of("kim.zip", {f"wrinkle_dataset/wrinkle_masks/{i}.png": png for i in IDS} | {f"wrinkle_dataset/skin_masks/{i}.png": png for i in IDS})
+    # Kim: a wrinkle mask of KIM_WRINKLE pixels and a different skin mask of KIM_SKIN pixels, so that a mix-up shows
+    kim_mask = np.zeros((32, 32), np.uint8)
+    kim_mask[5, 3:23] = kim_mask[9, 3:23] = 255
+    kim_skin = np.zeros((32, 32), np.uint8)
+    kim_skin[2:30, 2:30] = 255
+    kim_png, skin_png = (cv2.imencode(".png", m)[1].tobytes() for m in (kim_mask, kim_skin))
+    zip_of("kim.zip", {f"wrinkle_dataset/wrinkle_masks/{i}.png": kim_png for i in IDS} | {f"wrinkle_dataset/skin_masks/{i}.png": skin_png for i in IDS})
+    zip_of("kim_flat.zip", {f"wrinkle_dataset/{i}.png": kim_png for i in IDS})  # none of Kim's folders
 
     RangeHandler.requests = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: RangeHandler(*a, directory=str(site), **k))
@@ -135,6 +144,39 @@ def test_kim_from_a_local_zip(remote, tmp_path):
     assert prepare.main(["kim", "--zip", str(site / "kim.zip"), "--root", str(root), "--mirror", str(site)]) == 0
     samples = kim_samples(root, root / "images1024x1024")
     assert [s.id for s in samples] == IDS and all(s.face_mask is not None for s in samples)
+    # each mask comes from its own folder of the zip: the wrinkle mask is not the skin mask
+    assert sorted(p.relative_to(root).as_posix() for p in (root / "wrinkle_masks").rglob("*")) == [f"wrinkle_masks/{i}.png" for i in IDS]
+    assert sorted(p.relative_to(root).as_posix() for p in (root / "skin_masks").rglob("*")) == [f"skin_masks/{i}.png" for i in IDS]
+    for sample in samples:
+        _, mask, skin = load_sample(sample, None)
+        assert (int(mask.sum()), int(skin.sum())) == (KIM_WRINKLE, KIM_SKIN)
+
+
+def test_kim_zip_without_its_folders_is_a_one_line_error(remote, tmp_path, capsys):
+    site, _ = remote
+    root = tmp_path / "kim"
+    assert prepare.main(["kim", "--zip", str(site / "kim_flat.zip"), "--root", str(root), "--mirror", str(site)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "kim_flat.zip" in err and "wrinkle_masks" in err and "skin_masks" in err
+    assert not (root / "wrinkle_masks").exists()
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        ["manual_wrinkle_masks/00002.png", "manual_wrinkle_masks/01500.png"],  # the folder at the top
+        ["release/manual_wrinkle_masks/00002.png", "release/manual_wrinkle_masks/01500.png", "release/README.txt"],  # below it
+        ["masks/00002.png", "masks/01500.png"],  # another top-level name: the top level is dropped
+        ["00002.png", "01500.png"],  # no folder at all
+    ],
+)
+def test_single_folder_zips_unpack_whatever_their_nesting(tmp_path, members):
+    archive = tmp_path / "manual_wrinkle_masks.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for member in members:
+            bundle.writestr(member, b"png")
+    target = prepare.extract_folder(archive, tmp_path / "root", "manual_wrinkle_masks")
+    assert sorted(p.name for p in target.rglob("*") if p.is_file()) == ["00002.png", "01500.png"]
 
 
 def test_google_drive_links_use_the_direct_endpoint():

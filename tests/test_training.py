@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+from checkpoint import CheckpointError, model_state
 from config import load_config
+from data.dataset import make_loader
+from inference import model_predictor, score_loader
 from tests.conftest import PROJECT_ROOT
-from training import Trainer, TrainingError, fit, weights_checksum
+from training import Trainer, TrainingError, fit, resume_config
+from unet import build_model
 
 QUICKSTART = PROJECT_ROOT / "configs" / "quickstart.yaml"
 
@@ -99,22 +104,69 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_torchrun_two_ranks_on_cpu(tmp_path):
+    overrides = tiny(tmp_path, "train.epochs=2", "data.sources.0.n_images=20")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",  # = torchrun
-               str(PROJECT_ROOT / "train.py"), "--config", str(QUICKSTART), *tiny(tmp_path, "train.epochs=2", "data.sources.0.n_images=20")]
+               str(PROJECT_ROOT / "train.py"), "--config", str(QUICKSTART), *overrides]
     result = subprocess.run(command, cwd=tmp_path, env=cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1  # one run folder, written by rank 0 only
     assert sorted(p.name for p in (runs[0] / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    assert len(list(csv.DictReader(open(runs[0] / "metrics.csv")))) == 2
+    rows = list(csv.DictReader(open(runs[0] / "metrics.csv")))
+    assert len(rows) == 2
+    # The validation figures merged over the two ranks' shards are those of one process scoring the
+    # whole validation set with the same weights (the loss too: it comes from summed sums).
     last = torch.load(runs[0] / "checkpoints" / "last.pt", weights_only=True)
-    checksums = last["rank_checksums"]
-    assert len(checksums) == 2 and checksums[0] == checksums[1]
-    from unet import build_model
+    single = Trainer(load_config(QUICKSTART, overrides + ["experiment.name=single"]))
+    single.model.load_state_dict(last["model"])
+    val = single.validate()
+    for key in ("loss", "iou", "dice", "auc", "average_precision", "best_threshold"):
+        assert float(rows[-1][f"val_{key}"]) == pytest.approx(val[key], rel=1e-5, abs=1e-9), key
 
-    model = build_model(load_config(None, [f"{k}={v}" for k, v in (("model.encoder", "resnet18"), ("model.decoder_channels", "[16, 16, 8, 8, 8]"))]).model, encoder_weights=False)
-    model.load_state_dict(last["model"])
-    assert weights_checksum(model) == checksums[0]
+
+def _ddp_worker(rank: int, world: int, port: int, overrides: list[str], nan_rank: int, out_dir: str) -> None:
+    """One rank of a Gloo job (spawned by torch.multiprocessing): an epoch of training, then its own weights to a file."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Trainer(load_config(QUICKSTART, overrides))
+    try:
+        real_loss, calls = trainer.loss_fn.forward, {"n": 0}
+
+        def loss_fn(logits, target, region=None):
+            calls["n"] += 1
+            loss = real_loss(logits, target, region)
+            return loss * float("nan") if rank == nan_rank and calls["n"] == 2 else loss
+
+        trainer.loss_fn.forward = loss_fn  # training steps only: validation uses the loss's sums
+        trainer.train_one_epoch()
+        torch.save({"step": trainer.step, "steps_per_epoch": len(trainer.train_loader), "model": model_state(trainer.model)}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        trainer.dist.close()
+
+
+@pytest.mark.parametrize("nan_rank", [-1, 1], ids=["clean", "nan-on-rank-1"])
+def test_ddp_ranks_end_with_identical_weights_even_when_one_rank_sees_a_non_finite_loss(tmp_path, nan_rank):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    overrides = tiny(tmp_path, "data.sources.0.n_images=24", "train.batch_size=2")
+    context = mp.start_processes(_ddp_worker, args=(2, port, overrides, nan_rank, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    deadline = time.time() + 150
+    while not context.join(timeout=5):
+        if time.time() > deadline:  # a rank waiting for a collective the other never enters
+            for process in context.processes:
+                process.kill()
+            pytest.fail("a rank hung: the ranks did not agree on skipping the step")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    skipped = 1 if nan_rank >= 0 else 0
+    assert [r["step"] for r in ranks] == [ranks[0]["steps_per_epoch"] - skipped] * 2  # both ranks skipped the same step
+    for key, value in ranks[0]["model"].items():
+        assert torch.equal(ranks[1]["model"][key], value), key  # each rank's own weights, compared here
+        assert not value.is_floating_point() or torch.isfinite(value).all(), key
 
 
 def test_init_from_loads_weights_and_reports_mismatches(tmp_path, caplog):
@@ -144,54 +196,144 @@ def test_frozen_parameters_get_no_gradient_and_do_not_move(tmp_path):
 
 def test_non_finite_losses_are_skipped_then_abort(tmp_path, caplog):
     trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path, "train.max_bad_steps=2")))
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    real_loss = trainer.loss_fn
-    calls = {"n": 0}
+    real_loss = trainer.loss_fn.forward
+    seen: dict[str, dict] = {}
+
+    def params() -> dict:
+        return {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
 
     def flaky(logits, target, region=None):
-        calls["n"] += 1
-        loss = real_loss(logits, target, region)
-        return loss * float("nan") if calls["n"] == 1 else loss
+        seen.setdefault("calls", {"n": 0})["n"] += 1
+        n = seen["calls"]["n"]
+        if n == 1:
+            seen["before_bad_step"] = params()
+            return real_loss(logits, target, region) * float("nan")
+        if n == 2:
+            seen["after_bad_step"] = params()
+        return real_loss(logits, target, region)
 
-    trainer.loss_fn = flaky  # one bad step: skipped with a warning, training goes on
+    trainer.loss_fn.forward = flaky  # one bad step: skipped with a warning, training goes on
     trainer.train_one_epoch()
     assert "non-finite loss or gradient" in caplog.text and trainer.step == len(trainer.train_loader) - 1
-    trainer.loss_fn = lambda logits, target, region=None: real_loss(logits, target, region) * float("inf")
+    # Skipped means untouched: no AdamW step (not even weight decay) between the bad step and the next.
+    for name, value in seen["before_bad_step"].items():
+        assert torch.equal(seen["after_bad_step"][name], value), name
+    adam_steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
+    assert adam_steps == {len(trainer.train_loader) - 1}
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values())
+
+    trainer.loss_fn.forward = lambda logits, target, region=None: real_loss(logits, target, region) * float("inf")
+    before = params()
     with pytest.raises(TrainingError, match="non-finite 2 steps in a row"):
         trainer.train_one_epoch()
-    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    assert all(torch.equal(value, before[name]) for name, value in params().items())
 
 
 def test_best_is_a_copy_not_the_final_weights(tmp_path, monkeypatch):
     trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path, "train.epochs=3")))
-    scores = iter([0.5, 0.3, 0.2])  # the first epoch is the best
+    scores = iter([(0.5, 0.11), (0.3, 0.22), (0.2, 0.33)])  # the first epoch is the best
     real_validate = trainer.validate
-    monkeypatch.setattr(trainer, "validate", lambda: {**real_validate(), "iou": next(scores)})
+
+    def validate():
+        iou, threshold = next(scores)
+        return {**real_validate(), "iou": iou, "best_threshold": threshold}
+
+    monkeypatch.setattr(trainer, "validate", validate)
     run_dir = trainer.fit()
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert best["epoch"] == 1 and last["epoch"] == 3 and best["best_metric"] == 0.5
+    assert best["threshold"] == 0.11 and last["threshold"] == 0.33  # each the threshold chosen at its own epoch
     assert any(not torch.equal(best["model"][k], last["model"][k]) for k in best["model"])
 
 
-def test_ctrl_c_saves_last_and_oom_gives_a_hint(tmp_path, monkeypatch):
-    trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path)))
+def test_resume_after_ctrl_c_ends_where_an_uninterrupted_run_ends(tmp_path):
+    overrides = tiny(tmp_path, "train.epochs=3")
+    reference = fit(load_config(QUICKSTART, overrides + ["experiment.name=reference"]))
 
-    def interrupted():
-        raise KeyboardInterrupt
+    trainer = Trainer(load_config(QUICKSTART, overrides + ["experiment.name=stopped"]))
+    real_loss, calls = trainer.loss_fn.forward, {"n": 0}
 
-    monkeypatch.setattr(trainer, "train_one_epoch", interrupted)
+    def ctrl_c_in_epoch_two(logits, target, region=None):
+        calls["n"] += 1
+        if calls["n"] == len(trainer.train_loader) + 2:  # two steps into the second epoch
+            raise KeyboardInterrupt
+        return real_loss(logits, target, region)
+
+    trainer.loss_fn.forward = ctrl_c_in_epoch_two  # training steps only: validation uses the loss's sums
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
-    assert torch.load(trainer.run_dir / "checkpoints" / "last.pt", weights_only=True)["interrupted"] is True
+    checkpoints = trainer.run_dir / "checkpoints"
+    last, interrupted = (torch.load(checkpoints / name, weights_only=True) for name in ("last.pt", "interrupted.pt"))
+    assert last["epoch"] == 1 and not last["interrupted"]  # the exact end of epoch 1, untouched
+    assert interrupted["interrupted"] and interrupted["step"] == last["step"] + 1
+    with pytest.raises(CheckpointError, match="mid-epoch weights.*resume from last.pt"):
+        Trainer(resume_config(checkpoints / "interrupted.pt", []), resume=checkpoints / "interrupted.pt")
 
+    resumed = fit(resume_config(checkpoints / "last.pt", []), resume=checkpoints / "last.pt")
+    assert resumed == trainer.run_dir
+    assert metrics_rows(resumed) == metrics_rows(reference)
+    final, expected = (torch.load(run / "checkpoints" / "last.pt", weights_only=True) for run in (resumed, reference))
+    assert final["epoch"] == 3
+    for key, value in expected["model"].items():
+        assert torch.equal(final["model"][key], value), key
+
+
+def test_out_of_memory_gives_a_hint(tmp_path, monkeypatch):
     def out_of_memory():
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    other = Trainer(load_config(QUICKSTART, tiny(tmp_path, "experiment.name=oom")))
-    monkeypatch.setattr(other, "train_one_epoch", out_of_memory)
+    trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path, "experiment.name=oom")))
+    monkeypatch.setattr(trainer, "train_one_epoch", out_of_memory)
     with pytest.raises(TrainingError, match="out of memory at train.batch_size=4.*data.patch_size"):
-        other.fit()
+        trainer.fit()
+
+
+def test_a_diverging_run_stops_and_never_saves_non_finite_weights(tmp_path):
+    with pytest.raises(TrainingError, match="diverged"):
+        fit(load_config(QUICKSTART, tiny(tmp_path, "optim.lr=1e6", "train.grad_clip=0", "train.epochs=3")))
+    (run,) = (tmp_path / "runs").iterdir()
+    for path in (run / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point()), path.name
+    assert not (run / "checkpoints" / "best.pt").exists() or torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] >= 1
+
+
+def test_non_finite_validation_loss_stops_the_run(tmp_path, monkeypatch):
+    trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path)))
+    real_validate = trainer.validate
+    losses = iter([0.9, float("nan")])
+    monkeypatch.setattr(trainer, "validate", lambda: {**real_validate(), "loss": next(losses)})
+    with pytest.raises(TrainingError, match="epoch 2: the validation loss is nan"):
+        trainer.fit()
+    best, last = (torch.load(trainer.run_dir / "checkpoints" / name, weights_only=True) for name in ("best.pt", "last.pt"))
+    assert best["epoch"] == last["epoch"] == 1
+
+
+def test_validation_loss_depends_on_neither_batch_size_nor_shards(tmp_path):
+    trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path, "data.sources.0.n_images=24", "eval.batch_size=4")))
+    trainer.train_one_epoch()  # a model with some shape, not the initial one
+    whole = trainer.validate()["loss"]
+    predictor = model_predictor(trainer.model, trainer.device)
+    for batch_size in (1, 3):
+        trainer.val_loader = make_loader(trainer.val_set, batch_size, False, 0, 0)
+        assert trainer.validate()["loss"] == pytest.approx(whole, rel=1e-6)
+    # Two shards, as two ranks see them: their summed sums give the same loss.
+    sums = sum(score_loader(predictor, make_loader(trainer.val_set, 2, False, 0, 0, rank=rank, world_size=2), trainer.device,
+                            trainer.cfg, trainer.loss_fn)[2] for rank in (0, 1))
+    assert float(trainer.loss_fn.from_sums(sums)) == pytest.approx(whole, rel=1e-6)
+
+
+def test_frozen_batchnorm_stays_frozen_after_sync_batchnorm_conversion():
+    cfg = load_config(None, ["model.encoder=resnet18", "model.decoder_channels=[16, 16, 8, 8, 8]", "model.freeze_encoder=partial", "model.unfrozen_stages=1"])
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(cfg.model, encoder_weights=False))
+    model.train()
+    encoder_bn = {name: m for name, m in model.encoder.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert encoder_bn and all(isinstance(m, nn.SyncBatchNorm) for m in encoder_bn.values())
+    frozen = {name for name, m in encoder_bn.items() if not m.weight.requires_grad}
+    assert "bn1" in frozen and "layer1.0.bn1" in frozen and "layer4.0.bn1" not in frozen
+    for name, module in encoder_bn.items():
+        assert module.training == (name not in frozen), name  # frozen: eval mode, running statistics kept
 
 
 def test_resume_refuses_overrides_that_change_the_run(tmp_path):

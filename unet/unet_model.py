@@ -100,7 +100,9 @@ class AttentionUNet(nn.Module):
         # The head keeps PyTorch's default init: a RetinaNet-style rare-class prior bias (p = 0.01) was
         # tried and slowed early learning under Dice + Focal (validation IoU 0.01 vs 0.35 after 2 epochs).
         self.head = OutputHead(decoder_channels[-1], classes)
-        self._frozen_bn: list[nn.Module] = []
+        # Names, not modules: nn.SyncBatchNorm.convert_sync_batchnorm replaces the modules (keeping
+        # their parameters), and the replacements must stay frozen too.
+        self._frozen_bn: list[str] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -118,8 +120,8 @@ class AttentionUNet(nn.Module):
     def train(self, mode: bool = True) -> "AttentionUNet":
         """Like nn.Module.train, but frozen encoder BatchNorm layers keep their running statistics."""
         super().train(mode)
-        for module in self._frozen_bn:
-            module.eval()
+        for name in self._frozen_bn:
+            self.get_submodule(name).eval()
         return self
 
     def encoder_stages(self) -> list[list[nn.Module]]:
@@ -162,13 +164,14 @@ class AttentionUNet(nn.Module):
             return
         stages = self.encoder_stages()
         frozen = stages if policy == "all" else stages[: max(len(stages) - unfrozen_stages, 0)]
-        for stage in frozen:
-            for module in stage:
-                for param in module.parameters():
-                    param.requires_grad_(False)
-                self._frozen_bn += [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        frozen_modules = {module for stage in frozen for module in stage}
+        for module in frozen_modules:
+            for param in module.parameters():
+                param.requires_grad_(False)
         if policy == "all":  # parameters outside any stage (rare) are frozen too
             for param in self.encoder.parameters():
                 param.requires_grad_(False)
-            self._frozen_bn = [m for m in self.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            frozen_modules = {self.encoder}
+        inside = {m for root in frozen_modules for m in root.modules()}
+        self._frozen_bn = [name for name, m in self.named_modules() if m in inside and isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.train(self.training)
