@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors
 from config import Config
 from metrics import SegmentationMeter
 
@@ -58,7 +58,7 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module,
 
     state = load_checkpoint(checkpoint)
     cfg = checkpoint_config(state, checkpoint)
-    bad = [k for k, v in state["model"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = non_finite_tensors(state["model"])
     if bad:
         raise CheckpointError(f"{checkpoint}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[0]}): the run that wrote it diverged")
     model = build_model(cfg.model, encoder_weights=False)

@@ -80,9 +80,11 @@ class DiceFocalLoss(nn.Module):
         self.alpha, self.gamma, self.smooth = alpha, gamma, smooth
 
     def sums(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """The loss's four sums (N_SUMS) as one float32 tensor; sums of several batches add up."""
-        intersection, total = soft_dice_sums(logits, target, valid)
-        focal_total, count = focal_sums(logits, target, valid, self.alpha, self.gamma)
+        """The loss's four sums (N_SUMS) as one float32 tensor; sums of several batches add up. A term
+        with weight 0 is not computed (its sums stay 0)."""
+        zero = logits.new_zeros((), dtype=torch.float32)
+        intersection, total = soft_dice_sums(logits, target, valid) if self.dice_weight else (zero, zero)
+        focal_total, count = focal_sums(logits, target, valid, self.alpha, self.gamma) if self.focal_weight else (zero, zero)
         return torch.stack([intersection, total, focal_total, count])
 
     def from_sums(self, sums: torch.Tensor) -> torch.Tensor:

@@ -159,12 +159,13 @@ class ScoreHistogram:
         self.negative += both[:, 0]
         self.positive += both[:, 1]
 
-    def merge(self, other: "ScoreHistogram") -> None:
-        if other.bins != self.bins:
-            raise ValueError(f"cannot merge histograms of {other.bins} and {self.bins} bins")
-        self.positive += other.positive
-        self.negative += other.negative
-        self.invalid += other.invalid
+    def add_counts(self, positive: np.ndarray, negative: np.ndarray, invalid: int) -> None:
+        """Add another histogram's counts (its `positive`, `negative` and `invalid`), e.g. another rank's."""
+        if len(positive) != self.bins:
+            raise ValueError(f"cannot merge histograms of {len(positive)} and {self.bins} bins")
+        self.positive += positive
+        self.negative += negative
+        self.invalid += invalid
 
     def _descending_cumulative(self) -> tuple[np.ndarray, np.ndarray]:
         """tp and fp counts when thresholding at each non-empty bin, from the highest bin down."""
@@ -258,9 +259,7 @@ class SegmentationMeter:
         self.counts.append(np.asarray(state["counts"]).reshape(-1, 4))
         self.thin_counts.append(np.asarray(state["thin"]).reshape(-1, 8))
         self.ids += list(state["ids"])
-        self.histogram.positive += state["positive"]
-        self.histogram.negative += state["negative"]
-        self.histogram.invalid += state["invalid"]
+        self.histogram.add_counts(state["positive"], state["negative"], state["invalid"])
 
     def _stacked(self) -> tuple[np.ndarray, np.ndarray]:
         counts = np.concatenate(self.counts) if self.counts else np.zeros((0, 4), np.int64)

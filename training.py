@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, save_checkpoint
+from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, non_finite_tensors, save_checkpoint
 from config import Config, ConfigError, config_to_dict, load_config, save_config
 from data.dataset import build_dataset, make_loader, require_wrinkles, split_samples
 from inference import autocast, model_predictor, resolve_device, score_loader, to_model_input
@@ -493,8 +493,7 @@ class Trainer:
 
     def _stop_if_diverged(self, val_loss: float) -> None:
         """A non-finite validation loss or weights end the run before anything is saved from them."""
-        weights = [t for t in self.model.state_dict().values() if t.is_floating_point()]
-        finite_weights = bool(torch.stack([torch.isfinite(t).all() for t in weights]).all())
+        finite_weights = not non_finite_tensors(self.model.state_dict())
         if math.isfinite(val_loss) and finite_weights:
             return
         what = f"the validation loss is {val_loss}" if finite_weights else "the weights hold NaN or infinity"
