@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,11 @@ import torch
 from torch import nn
 
 from config import Config, ConfigError, config_from_dict
+from errors import WrinkleError
+from fileio import atomic_write
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WrinkleError, ValueError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
@@ -30,18 +31,10 @@ def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write `state` to a temporary file beside `path`, fsync it, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write `state` to a temporary file beside `path`, fsync it, then rename: never a half-written file
+    (a full disk is an OutputError naming `path`, and the temporary file is removed)."""
+    with atomic_write(path, "wb", fsync=True) as handle:
+        torch.save(state, handle)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -52,10 +45,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        raise CheckpointError(f"{path}: not a readable checkpoint: {_unreadable_reason(path, err)}") from err
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
     return state
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """Why torch could not load `path`, in words; never torch's advice to load unsafely."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes); copy it again or use another checkpoint"
+    if "weights_only" in str(err) or "Unpickling" in type(err).__name__:
+        return "it holds Python objects other than tensors and plain containers, which are never loaded (a file from another program?)"
+    text = str(err).strip().splitlines()[0].split(". ")[0][:100] if str(err).strip() else ""
+    detail = f"; {text}" if any(c.isalpha() for c in text) else ""
+    return f"truncated or not a PyTorch file ({size} bytes{detail}); copy it again or use another checkpoint"
 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> Config:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,8 +20,11 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from errors import WrinkleError, describe_os_error
+from fileio import write_text_atomic
 
-class ConfigError(ValueError):
+
+class ConfigError(WrinkleError, ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
 
 
@@ -193,6 +197,20 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 
 
+def _show(value: Any) -> str:
+    """A value's repr for a message, cut short: a YAML alias chain can nest a list a billion items
+    deep, and a 4000-digit integer is no help on a terminal."""
+    short = reprlib.Repr()  # attributes, not keyword arguments: Python 3.10 and 3.11 take none
+    short.maxlevel, short.maxstring, short.maxother, short.maxlong = 2, 80, 80, 40
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = short.maxfrozenset = 4
+    return short.repr(value)
+
+
+def _clip(text: str, width: int = 80) -> str:
+    """User text echoed in a message (an override's key), cut to `width` characters."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -210,7 +228,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{key}: {_show(value)} is not valid; choose one of {', '.join(map(str, choices))}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -223,25 +241,25 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError:
                 pass
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
         (item_type,) = typing.get_args(tp)
         return [_convert(item, item_type, f"{key}.{i}") for i, item in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {_show(value)}")
         return _build(tp, value, key)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
@@ -250,13 +268,17 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range (1e309 and up)
+            raise ConfigError(f"{key}: expected a finite number, got {_show(value)}") from None
         if not math.isfinite(value):  # .inf / .nan would pass every range check below as NaN does
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {_show(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_show(value)}")
         return value
     raise TypeError(f"config schema: unsupported type {tp!r} at {key}")
 
@@ -269,7 +291,7 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
     for key, value in values.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in hints:
-            raise ConfigError(f"unknown config key {full!r}; valid keys here: {', '.join(names)}")
+            raise ConfigError(f"unknown config key {_show(full)}; valid keys here: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], full)
     return cls(**kwargs)
 
@@ -303,10 +325,11 @@ def _set_dotted(tree: Any, dotted: str, value: Any) -> None:
     node = tree
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
-        where = ".".join(parts[: depth + 1])
+        where = _clip(".".join(parts[: depth + 1]))
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{where}: no list item {part!r} (the list has {len(node)} items)")
+            # ASCII digits only ("²".isdigit() is true, int("²") fails), and few of them (int() refuses 4300+)
+            if not (part.isascii() and part.isdigit() and len(part) <= 9) or int(part) >= len(node):
+                raise ConfigError(f"{where}: no list item {_show(part)} (the list has {len(node)} items)")
             index = int(part)
             if last:
                 node[index] = value
@@ -314,14 +337,54 @@ def _set_dotted(tree: Any, dotted: str, value: Any) -> None:
                 node = node[index]
         elif isinstance(node, dict):
             if part not in node:
-                parent = ".".join(parts[:depth]) or "the top level"
-                raise ConfigError(f"unknown config key {where!r}; valid keys in {parent}: {', '.join(node)}")
+                parent = _clip(".".join(parts[:depth])) or "the top level"
+                # map(str): an override can put a mapping with non-string keys here (train={1: 2})
+                raise ConfigError(f"unknown config key {where!r}; valid keys in {parent}: {', '.join(map(str, node))}")
             if last:
                 node[part] = value
             else:
                 node = node[part]
         else:
-            raise ConfigError(f"{where}: {'.'.join(parts[:depth])} is a value, not a section")
+            raise ConfigError(f"{where}: {_clip('.'.join(parts[:depth]))} is a value, not a section")
+
+
+# What yaml.safe_load raises on bad text: YAMLError, and from its constructors ValueError (a date
+# "2024-13-45", an integer of 4300+ digits, "!!float x") and RecursionError (thousands of nested "[").
+_YAML_FAULTS = (yaml.YAMLError, ValueError, RecursionError)
+
+
+def _yaml_problem(err: BaseException) -> str:
+    """One line on what YAML found wrong, and where when it knows."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        return f"{where}{err.problem}".replace("\n", " ")
+    text = " ".join(str(err).split())  # PyYAML's messages span several lines
+    return text[:200] or type(err).__name__
+
+
+def _read_config_text(path: Path) -> str:
+    """The text of a config file: ConfigError, in one line, for a missing, unreadable or non-UTF-8 file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file not found: {path}") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"{path}: is a folder, not a config file; pass the path of a YAML file") from err
+    except OSError as err:  # permission, a file where a folder should be, I/O error
+        raise ConfigError(f"cannot read config file {describe_os_error(err, path)}") from err
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""  # Notepad's UTF-8 mark: harmless
+    try:
+        return data[len(bom) :].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = err.start + len(bom)
+        line = data.count(b"\n", 0, at) + 1
+        utf16 = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(
+            f"{path}: not UTF-8 text{utf16}: byte 0x{data[at]:02X} at position {at} (line {line}); save the file as UTF-8"
+        ) from err
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
@@ -330,11 +393,13 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(f"override {_show(item)} is not of the form key=value")
+        if not key.isprintable():  # keys are echoed in messages, which must stay one line
+            raise ConfigError(f"override {_show(item)}: the key has control characters (a newline or tab?)")
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{key}: cannot parse value {raw!r} ({err.__class__.__name__})") from err
+        except _YAML_FAULTS as err:
+            raise ConfigError(f"{_clip(key)}: cannot parse value {_show(raw)} ({_yaml_problem(err)})") from err
         _set_dotted(values, key.strip(), value)
     return values
 
@@ -346,12 +411,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         values = _merge(values, config_to_dict(config_from_dict(base)))
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        text = _read_config_text(path)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+            loaded = yaml.safe_load(text) or {}
+        except _YAML_FAULTS as err:
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from err
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         _build(Config, loaded)  # reject unknown keys and bad types with the file's own key names
@@ -392,6 +456,10 @@ def validate(cfg: Config) -> None:
     require(len(cfg.optim.betas) == 2, "optim.betas: expected [beta1, beta2]")
     require(cfg.train.epochs > 0, "train.epochs: must be positive")
     require(cfg.train.batch_size > 0, "train.batch_size: must be positive")
+    side = d.patch_size or d.image_size
+    require(cfg.train.batch_size > 1 or side > 32,  # the model pads to a multiple of 32, so only 32 px gives 1 x 1
+            f"train.batch_size=1 with {'data.patch_size' if d.patch_size else 'data.image_size'}={side}: the encoder's deepest "
+            "BatchNorm (1/32 of the side) would see one value per channel; use train.batch_size >= 2 or a size above 32")
     require(cfg.train.max_bad_steps > 0, "train.max_bad_steps: must be positive")
     require(cfg.train.overlay_every >= 0, "train.overlay_every: must be >= 0")
     require(cfg.eval.batch_size > 0, "eval.batch_size: must be positive")
@@ -407,4 +475,4 @@ def validate(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

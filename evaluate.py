@@ -9,7 +9,9 @@ threshold.png and overlays/ of the best and worst images; with --save-probs also
 (arrays prob, truth, region: the exact pixels scored, to recompute any figure, e.g. with scikit-learn). The data comes from the checkpoint's own
 config unless --config or key=value overrides say otherwise; the model always comes from the checkpoint.
 --baseline ridge scores a classical ridge filter under the same protocol instead, its threshold chosen
-on the validation split.
+on the validation split. OUTPUT must be new or empty; --overwrite replaces an earlier evaluate.py run
+there (never a file evaluate.py did not write). metrics.json is written last: a folder without it is
+an evaluation that did not finish.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tta", default="none", choices=["none", "hflip"], help="hflip: average with the mirrored prediction")
     parser.add_argument("--baseline", choices=["ridge"], help="score a classical baseline instead of a checkpoint")
     parser.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/<id>.npz: prob, truth and region of every scored image")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier evaluate.py run in --output (never other files)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.region=image")
     args = parser.parse_args(argv)
@@ -47,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation import evaluate_baseline, evaluate_checkpoint
 
     if args.baseline:
-        report = evaluate_baseline(args.output, args.config, args.overrides, args.split, args.checkpoint)
+        report = evaluate_baseline(args.output, args.config, args.overrides, args.split, args.checkpoint, args.overwrite)
     else:
-        report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta, args.save_probs)
+        report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta, args.save_probs,
+                                     args.overwrite)
     headline = {k: round(report[k], 4) for k in ("iou", "dice", "precision", "recall", "auc", "tolerant_f1", "cldice", "per_image_iou")}
     print(json.dumps({"n_images": report["n_images"], "threshold": round(report["threshold"], 4), **headline}), file=sys.stderr)
     print(args.output)

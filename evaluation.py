@@ -15,8 +15,10 @@ from checkpoint import CheckpointError
 from config import Config, ConfigError, config_to_dict, load_config
 from data.dataset import WrinkleDataset, build_dataset, make_loader
 from data.image_io import write_png
+from fileio import atomic_write, write_bytes_atomic, write_text_atomic
 from inference import Predictor, inference_amp, load_model, model_predictor, resolve_device, score_loader
 from metrics import SegmentationMeter
+from output_folder import OutputFolder
 from visualize import overlay, plot_curves
 
 log = logging.getLogger(__name__)
@@ -69,18 +71,20 @@ def definitions(cfg: Config, threshold: float) -> dict[str, str]:
     }
 
 
-def _write_report(output_dir: Path, report: dict, meter: SegmentationMeter, dataset: WrinkleDataset, predictor: Predictor, cfg: Config) -> dict:
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _write_report(output: OutputFolder, report: dict, meter: SegmentationMeter, dataset: WrinkleDataset, predictor: Predictor, cfg: Config) -> dict:
+    """Pictures and per_image.csv first, metrics.json last: a folder with metrics.json is complete."""
     report["definitions"] = definitions(cfg, report["threshold"])
     report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = meter.per_image()
-    with open(output_dir / "per_image.csv", "w", newline="") as handle:
+    write_overlays(predictor, dataset, rows, output, cfg, report["threshold"])
+    for name, png in plot_curves(meter.histogram, report["threshold"]).items():
+        write_bytes_atomic(output.path(name), png)
+    with atomic_write(output.path("per_image.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    plot_curves(meter.histogram, output_dir, report["threshold"])
-    write_overlays(predictor, dataset, rows, output_dir / "overlays", cfg, report["threshold"])
+    write_text_atomic(output.path("metrics.json"), json.dumps(report, indent=2) + "\n")
+    output.finish()
     return report
 
 
@@ -104,21 +108,24 @@ def evaluate_checkpoint(
     threshold: str | float | None = None,
     tta: str = "none",
     save_probs: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Score `checkpoint` on `split` of the data its config (or `config_path` + overrides) describes;
-    `save_probs` also writes each image's scored pixels to OUTPUT/probs/ (see `saving_predictor`)."""
+    `save_probs` also writes each image's scored pixels to OUTPUT/probs/ (see `saving_predictor`).
+    `output_dir` follows `OutputFolder`'s rules (`overwrite`)."""
     device = resolve_device("auto")
     model, ckpt_cfg, state = load_model(checkpoint, device)
     cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg))
     if cfg.data.image_size != ckpt_cfg.data.image_size:
         log.warning("evaluating at %d px; the model was trained at %d px", cfg.data.image_size, ckpt_cfg.data.image_size)
     used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg, checkpoint)
+    output = OutputFolder(output_dir, "evaluate.py", overwrite=overwrite)
     dataset = build_dataset(cfg, split, training=False)
     loader = make_loader(dataset, cfg.eval.batch_size, False, cfg.data.num_workers, cfg.experiment.seed)
     log.info("evaluating %s on %d %s images at threshold %.4f", checkpoint, len(dataset), split, used_threshold)
     predictor = model_predictor(model, device, inference_amp(cfg.train.amp, device), cfg.train.channels_last, tta)
     if save_probs:
-        predictor = saving_predictor(predictor, Path(output_dir) / "probs", cfg.eval.region)
+        predictor = saving_predictor(predictor, output, cfg.eval.region)
     results, meter, _ = score_loader(predictor, loader, device, cfg, threshold=used_threshold, desc=f"evaluate {split}")
     report = {
         **results,
@@ -128,7 +135,7 @@ def evaluate_checkpoint(
         "checkpoint_epoch": state.get("epoch"),
         "tta": tta,
     }
-    return _write_report(Path(output_dir), report, meter, dataset, predictor, cfg)
+    return _write_report(output, report, meter, dataset, predictor, cfg)
 
 
 def evaluate_baseline(
@@ -137,6 +144,7 @@ def evaluate_baseline(
     overrides: list[str] | None = None,
     split: str = "test",
     checkpoint: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Score the ridge baseline on `split`, its threshold chosen on the validation split (best pooled F1)."""
     if checkpoint is not None:
@@ -147,6 +155,7 @@ def evaluate_baseline(
     else:
         raise ConfigError("--baseline needs --config (or --checkpoint) to know which data to score")
     device = resolve_device("cpu")
+    output = OutputFolder(output_dir, "evaluate.py", overwrite=overwrite)
     baseline = RidgeBaseline(cfg.data.image_size)
 
     def predictor(batch: dict):
@@ -165,31 +174,27 @@ def evaluate_baseline(
         **_describe_data(cfg, split, dataset),
         "model": f"baseline: {baseline.describe()}",
     }
-    return _write_report(Path(output_dir), report, meter, dataset, predictor, cfg)
+    return _write_report(output, report, meter, dataset, predictor, cfg)
 
 
-def saving_predictor(predictor: Predictor, out_dir: Path, region: str) -> Predictor:
-    """`predictor`, also writing `out_dir/<id>.npz` per image: `prob` (float32 wrinkle probability),
-    `truth` (the wrinkle mask scored against) and `region` (the pixels scored), all H x W at the
-    evaluation resolution, so every figure in metrics.json can be recomputed independently."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def saving_predictor(predictor: Predictor, output: OutputFolder, region: str) -> Predictor:
+    """`predictor`, also writing `probs/<id>.npz` in `output` per image: `prob` (float32 wrinkle
+    probability), `truth` (the wrinkle mask scored against) and `region` (the pixels scored), all H x W
+    at the evaluation resolution, so every figure in metrics.json can be recomputed independently."""
 
     def predict(batch: dict):
         logits, probs = predictor(batch)
         truth, skin = batch["mask"][:, 0].bool().numpy(), batch["face_mask"][:, 0].bool().numpy()
         for i, image_id in enumerate(batch["id"]):
             scored = skin[i] if region == "skin" else np.ones_like(skin[i])
-            path = out_dir / f"{image_id}.npz"
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "wb") as handle:
+            with atomic_write(output.path(f"probs/{image_id}.npz")) as handle:
                 np.savez_compressed(handle, prob=probs[i].float().cpu().numpy(), truth=truth[i], region=scored)
-            tmp.replace(path)
         return logits, probs
 
     return predict
 
 
-def write_overlays(predictor: Predictor, dataset: WrinkleDataset, rows: list[dict], out_dir: Path, cfg: Config, threshold: float) -> None:
+def write_overlays(predictor: Predictor, dataset: WrinkleDataset, rows: list[dict], output: OutputFolder, cfg: Config, threshold: float) -> None:
     """Overlays (truth green, prediction red, overlap yellow) for the best and worst images by IoU."""
     order = sorted(range(len(rows)), key=lambda i: rows[i]["iou"])
     picks = {f"worst{n + 1}": i for n, i in enumerate(order[:N_OVERLAYS])}
@@ -204,4 +209,4 @@ def write_overlays(predictor: Predictor, dataset: WrinkleDataset, rows: list[dic
         if cfg.eval.region == "skin":
             pred &= item["face_mask"][0].numpy().astype(bool)
         panel = np.concatenate([image, overlay(image, pred, truth)], axis=1)
-        write_png(out_dir / f"{tag}_{item['id']}_iou{rows[index]['iou']:.3f}.png", panel)
+        write_png(output.path(f"overlays/{tag}_{item['id']}_iou{rows[index]['iou']:.3f}.png"), panel)

@@ -4,7 +4,8 @@
 
 For every photo X.* with a usable face: OUTPUT/faces/X.png (size x size crop, non-skin pixels
 zeroed) and OUTPUT/face_masks/X.png (0/255 skin mask); OUTPUT/summary.csv has one row per input
-file: status (ok; skipped: not an image; error: unreadable; no_face; multiple_faces), the number of
+file: status (ok; skipped: not an image; error: unreadable, too large, unsupported format or broken
+link; no_face; multiple_faces; name_clash), the number of
 faces, and `matrix`, the six numbers of the 2x3 affine from photo pixels to crop pixels (pixel
 centres at integer coordinates), so any output can be mapped back onto the photo with its inverse
 (cv2.warpAffine(..., flags=cv2.WARP_INVERSE_MAP)).
@@ -21,15 +22,22 @@ Skin (--backend):
   none     every pixel of the photo is skin.
 Several faces: the largest is used (--multiple largest) or the photo is skipped (skip).
 
+OUTPUT must be new or empty; --overwrite replaces the files of an earlier run there, never a file this
+command did not write. --recursive also reads sub-folders.
+
 Exit codes: 0 every image gave a face; 3 some did not (see summary.csv); 1 nothing could be done.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from cli import EXIT_OK, EXIT_PARTIAL, list_inputs, run_cli, setup_logging, write_summary
+from cli import EXIT_OK, EXIT_PARTIAL, input_status, list_inputs, run_cli, setup_logging, write_batch, write_summary
+from errors import OutputError
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("mesh", "bisenet", "none")
 SUMMARY_COLUMNS = ["file", "status", "n_faces", "width", "height", "matrix", "message"]
@@ -52,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", help="bisenet: path to 79999_iter.pth")
     parser.add_argument("--skin-classes", default="1,10", help="bisenet: classes that count as skin (default 1,10)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--recursive", action="store_true", help="also read the photos in sub-folders (outputs repeat their layout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output (never other files)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.size < 32:
@@ -69,18 +79,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def extract_folder(input_dir: Path, output_dir: Path, cropper) -> list[dict]:
+def extract_folder(input_dir: Path, output_dir: Path, cropper, overwrite: bool = False, recursive: bool = False) -> list[dict]:
     """Crop, skin-mask and write the face of every photo in `input_dir` with a `FaceCropper`; one
-    status row per file."""
-    from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_rgb, write_png
+    status row per file. `output_dir` follows `OutputFolder`'s rules; after each photo summary.csv
+    lists exactly the photos whose files are written."""
+    from data.image_io import ImageReadError, read_rgb
     from face.crop import FaceNotUsable
+    from output_folder import OutputFolder
 
-    rows = []
-    for path in list_inputs(input_dir):
-        row = {"file": path.name, "status": "ok", "message": ""}
+    files = list_inputs(input_dir, recursive)
+    output = OutputFolder(output_dir, "face_parsing_extraction.py", overwrite=overwrite, inputs=[input_dir])
+    rows: list[dict] = []
+    names: dict[str, Path] = {}
+    for path in files:
+        row = {"file": path.relative_to(input_dir).as_posix(), "status": "ok", "message": ""}
         rows.append(row)
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            row.update(status="skipped", message="not an image file")
+        name, problem = input_status(path, input_dir, names)
+        if problem is not None:
+            row.update(status=problem[0], message=problem[1])
             continue
         try:
             image = read_rgb(path)
@@ -91,11 +107,18 @@ def extract_folder(input_dir: Path, output_dir: Path, cropper) -> list[dict]:
         except FaceNotUsable as err:
             row.update(status=err.status, n_faces=err.n_faces, message=str(err))
             continue
+        names[name] = path
         row.update(n_faces=crop.n_faces if cropper.mesh is not None else "", height=image.shape[0], width=image.shape[1],
                    matrix=" ".join(f"{v:.6g}" for v in crop.matrix.ravel()))
-        write_png(output_dir / "faces" / f"{path.stem}.png", crop.image * crop.skin[..., None])
-        write_png(output_dir / "face_masks" / f"{path.stem}.png", crop.skin)
-    write_summary(output_dir / "summary.csv", rows, SUMMARY_COLUMNS)
+        images = {f"faces/{name}.png": crop.image * crop.skin[..., None], f"face_masks/{name}.png": crop.skin}
+        try:
+            write_batch(output, images, rows, SUMMARY_COLUMNS)
+        except OutputError:
+            rows.pop()
+            log.error("stopped: summary.csv in %s lists the %d files handled before %s", output_dir, len(rows), row["file"])
+            raise
+    write_summary(output.path("summary.csv"), rows, SUMMARY_COLUMNS)
+    output.finish()
     return rows
 
 
@@ -109,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     face = FaceConfig(align=args.align, skin=args.backend, crop_scale=args.crop_scale, multiple_faces=args.multiple, min_score=args.min_score,
                       mesh_models=args.mesh_models, bisenet_weights=args.weights or "", skin_classes=args.skin_classes)
     cropper = FaceCropper(face, args.size, str(resolve_device(args.device)))
-    rows = extract_folder(Path(args.input), Path(args.output), cropper)
+    rows = extract_folder(Path(args.input), Path(args.output), cropper, args.overwrite, args.recursive)
     print(args.output)
     return EXIT_PARTIAL if any(r["status"] not in ("ok", "skipped") for r in rows) else EXIT_OK
 

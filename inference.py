@@ -14,7 +14,8 @@ from torch import nn
 from tqdm import tqdm
 
 from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors
-from config import Config
+from config import Config, ConfigError
+from errors import UnknownNameError
 from metrics import SegmentationMeter
 
 TTA_MODES = ("none", "hflip")
@@ -25,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("experiment.device=cuda but no CUDA device is available (use auto or cpu)")
+        raise ConfigError("experiment.device=cuda but no CUDA device is available (use auto or cpu)")
     return torch.device(name)
 
 
@@ -40,7 +41,7 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     if amp == "off":
         return contextlib.nullcontext()
     if amp == "fp16" and device.type != "cuda":
-        raise RuntimeError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
+        raise ConfigError("train.amp=fp16 needs CUDA; use bf16 on the CPU")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
@@ -62,11 +63,24 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module,
     if bad:
         raise CheckpointError(f"{checkpoint}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[0]}): the run that wrote it diverged")
     model = build_model(cfg.model, encoder_weights=False)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint)
     model.to(device).eval()
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     return model, cfg, state
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], checkpoint: str | Path) -> None:
+    """Load a checkpoint's weights into the model its config describes; a mismatch (an edited config,
+    another project's file) is a CheckpointError naming the file and the first differing keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    reshaped = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in weights and weights[k].shape != own[k].shape]
+    problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", reshaped)) if keys]
+    if problems:
+        raise CheckpointError(f"{checkpoint}: its weights do not fit the model its config describes: {'; '.join(problems)} keys")
+    model.load_state_dict(weights)
 
 
 Predictor = Callable[[dict], tuple["torch.Tensor | None", torch.Tensor]]  # batch -> (logits or None, probs N x H x W)
@@ -75,7 +89,7 @@ Predictor = Callable[[dict], tuple["torch.Tensor | None", torch.Tensor]]  # batc
 def model_predictor(model: nn.Module, device: torch.device, amp: str = "off", channels_last: bool = False, tta: str = "none") -> Predictor:
     """A predictor for `score_loader`: the model in eval mode, optionally averaged with its mirror image."""
     if tta not in TTA_MODES:
-        raise KeyError(f"tta {tta!r}; valid: {', '.join(TTA_MODES)}")
+        raise UnknownNameError(f"tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     model.eval()
 
     @torch.no_grad()

@@ -11,12 +11,18 @@ The threshold defaults to the one chosen on validation. Several faces: the large
 
 Writes, for every photo X.*: OUTPUT/masks/X.png (0/255, the photo's size), OUTPUT/overlays/X.png
 (wrinkles in red, the regions outlined), with --save-probs OUTPUT/probs/X.png (probability x 255); and OUTPUT/summary.csv,
-one row per input file: status (ok; skipped: not an image; error: unreadable; no_face;
+one row per input file: status (ok; skipped: not an image; error: unreadable, too large, unsupported format or broken link; no_face;
 multiple_faces; name_clash: another file has the same name before its suffix), number of faces,
 skin and wrinkle pixels, wrinkle area as % of skin, and the same % per region (forehead, glabella =
 between the brows, periorbital = around the eyes, cheeks = cheeks and nasolabial folds), each over
 its own skin pixels; a region mostly beyond the photo's frame (under half of it inside) is left
 empty. Nothing is written outside OUTPUT.
+
+OUTPUT must be new or empty; --overwrite replaces the files of an earlier predict.py run there (and
+removes those this run does not write again), never a file predict.py did not write. OUTPUT may not
+be, contain or lie inside --input (unless --overwrite). Photos larger than 200 megapixels, unsupported
+formats (GIF, HEIC, ...) and broken links get an error row; the others go on. --recursive also reads
+sub-folders.
 
 --face-masks DIR: images that are already face crops (face_parsing_extraction.py's faces/) with
 their skin masks (its face_masks/): no detection, the image is padded to a square and scaled.
@@ -47,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mesh-models", help="folder of the face-mesh .tflite files (default: the checkpoint's face.mesh_models, else models/face_mesh)")
     parser.add_argument("--save-probs", action="store_true", help="also write probability maps (0-255) to probs/")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--recursive", action="store_true", help="also read the photos in sub-folders (outputs repeat their layout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier predict.py run in --output (never other files)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.face_masks and (args.align or args.skin or args.bisenet_weights or args.mesh_models):
@@ -62,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from prediction import NO_RESULT, predict_folder
 
     face_overrides = {k: v for k, v in (("align", args.align), ("skin", args.skin), ("bisenet_weights", args.bisenet_weights), ("mesh_models", args.mesh_models)) if v}
-    rows = predict_folder(args.checkpoint, args.input, args.output, args.threshold, args.save_probs, args.batch_size, args.face_masks, face_overrides)
+    rows = predict_folder(args.checkpoint, args.input, args.output, args.threshold, args.save_probs, args.batch_size, args.face_masks, face_overrides,
+                          overwrite=args.overwrite, recursive=args.recursive)
     print(args.output)
     return EXIT_PARTIAL if any(r["status"] in NO_RESULT for r in rows) else EXIT_OK
 

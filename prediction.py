@@ -11,13 +11,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cli import list_inputs, write_summary
+from cli import InputError, input_status, list_inputs, write_batch, write_summary
 from config import FaceConfig
-from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read_rgb, write_png
+from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read_rgb
+from errors import OutputError
 from evaluation import resolve_threshold
 from face.crop import FaceCrop, FaceCropper, FaceNotUsable, load_mask_crop
 from face.regions import REGIONS
 from inference import inference_amp, load_model, model_predictor, resolve_device
+from output_folder import OutputFolder
 from visualize import draw_region_outlines, overlay
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,13 @@ class Prepared:
     """A photo and its face crop (the model's input, and the way back to the photo)."""
 
     path: Path
+    name: str  # its outputs' name: the path below the input folder, without suffix
     image: np.ndarray  # the photo, RGB
     crop: FaceCrop
 
 
 def find_face_mask(face_mask_dir: Path, stem: str) -> Path:
-    """The skin mask for `stem` in `face_mask_dir` (any image suffix)."""
+    """The skin mask for `stem` (a name below the folder, without suffix) in `face_mask_dir` (any image suffix)."""
     for suffix in IMAGE_SUFFIXES:
         candidate = face_mask_dir / f"{stem}{suffix}"
         if candidate.is_file():
@@ -48,14 +51,15 @@ def find_face_mask(face_mask_dir: Path, stem: str) -> Path:
     raise ImageReadError(f"{face_mask_dir}: no face mask named {stem}.*")
 
 
-def read_with_face_mask(path: Path, face_mask_dir: Path, size: int) -> Prepared:
-    """A photo whose skin mask is a file of the same name: padded to a square, no face detection."""
+def read_with_face_mask(path: Path, face_mask_dir: Path, size: int, name: str) -> Prepared:
+    """A photo whose skin mask is a file of the same `name` (relative, no suffix): padded to a square,
+    no face detection."""
     image = read_rgb(path)
-    mask_path = find_face_mask(face_mask_dir, path.stem)
+    mask_path = find_face_mask(face_mask_dir, name)
     skin = read_binary_mask(mask_path)
     if skin.shape != image.shape[:2]:
         raise ImageReadError(f"{mask_path}: face mask is {skin.shape[1]}x{skin.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
-    return Prepared(path, image, load_mask_crop(image, skin, size))
+    return Prepared(path, name, image, load_mask_crop(image, skin, size))
 
 
 def face_settings(trained: FaceConfig, overrides: dict[str, str]) -> FaceConfig:
@@ -82,6 +86,8 @@ def predict_folder(
     batch_size: int = 4,
     face_mask_dir: str | Path | None = None,
     face_overrides: dict[str, str] | None = None,
+    overwrite: bool = False,
+    recursive: bool = False,
 ) -> list[dict]:
     """Segment every image in `input_dir`; returns the summary rows (one per input file).
 
@@ -89,12 +95,15 @@ def predict_folder(
     skin mask; `face_overrides` replaces some of its keys, with a warning), segmented at the
     training resolution and mapped back onto the photo. With `face_mask_dir` (skin masks named
     like the images) no face is detected: the images are taken as they are, with those masks as skin.
+    `output_dir` follows `OutputFolder`'s rules (`overwrite`); `recursive` also reads sub-folders, whose
+    layout the outputs repeat. After every batch summary.csv lists exactly the photos whose files are
+    written, so a run stopped by a full disk leaves a consistent folder.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
     if face_mask_dir is not None and not face_mask_dir.is_dir():
-        raise FileNotFoundError(f"--face-masks: not a folder: {face_mask_dir}")
-    files = list_inputs(input_dir)
+        raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
+    files = list_inputs(input_dir, recursive)
     device = resolve_device("auto")
     model, cfg, state = load_model(checkpoint, device)
     face = face_settings(cfg.face, face_overrides or {})
@@ -106,8 +115,8 @@ def predict_folder(
         if face.skin == "none" and cfg.data.zero_non_skin:
             log.warning("this model was trained on skin-masked faces; with face.skin none the whole photo counts as skin and hair, eyes or background may be marked")
         cropper = FaceCropper(face, size, str(device))
-    for sub in ("masks", "overlays") + (("probs",) if save_probs else ()):
-        (output_dir / sub).mkdir(parents=True, exist_ok=True)
+    inputs = [input_dir] + ([face_mask_dir] if face_mask_dir is not None else [])
+    output = OutputFolder(output_dir, "predict.py", overwrite=overwrite, inputs=inputs)
 
     rows: dict[Path, dict] = {}
     pending: list[Prepared] = []
@@ -118,38 +127,23 @@ def predict_folder(
         inputs = [p.crop.image * p.crop.skin[..., None] if cfg.data.zero_non_skin else p.crop.image for p in pending]
         batch = torch.from_numpy(np.stack(inputs).transpose(0, 3, 1, 2).copy())
         probs = predictor({"image": batch})[1].float().cpu().numpy()
-        for item, prob in zip(pending, probs):
-            full = item.crop.to_photo(prob)
-            skin = item.crop.photo_skin()
-            mask = (full >= used_threshold) & skin
-            stem = item.path.stem
-            write_png(output_dir / "masks" / f"{stem}.png", mask.astype(np.uint8) * 255)
-            regions = item.crop.photo_regions()
-            write_png(output_dir / "overlays" / f"{stem}.png", draw_region_outlines(overlay(item.image, mask), regions))
-            if save_probs:
-                write_png(output_dir / "probs" / f"{stem}.png", np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8))
-            height, width = mask.shape
-            row = rows[item.path]
-            row.update(status="ok", width=width, height=height, skin_pixels=int(skin.sum()), wrinkle_pixels=int(mask.sum()),
-                       wrinkle_percent_of_skin=percent(mask, skin))
-            row.update({f"{name}_percent": percent(mask, region) for name, region in regions.items()})
+        results = {item.path: segment_result(item, prob, used_threshold, save_probs) for item, prob in zip(pending, probs)}
+        write_results(output, results, rows, files)
         pending.clear()
 
-    stems: dict[str, Path] = {}
+    names: dict[str, Path] = {}
     for path in tqdm(files, desc="predict", unit="file", dynamic_ncols=True):
-        row = rows.setdefault(path, {"file": path.name, "threshold": round(used_threshold, 4)})
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            row.update(status="skipped", message="not an image file")
-            continue
-        if path.stem in stems:
-            row.update(status="name_clash", message=f"same name as {stems[path.stem].name}; its outputs would collide")
+        row = rows.setdefault(path, {"file": path.relative_to(input_dir).as_posix(), "threshold": round(used_threshold, 4)})
+        name, problem = input_status(path, input_dir, names)
+        if problem is not None:
+            row.update(status=problem[0], message=problem[1])
             continue
         try:
             if cropper is None:
-                item = read_with_face_mask(path, face_mask_dir, size)
+                item = read_with_face_mask(path, face_mask_dir, size, name)
             else:
                 image = read_rgb(path)
-                item = Prepared(path, image, cropper(image))
+                item = Prepared(path, name, image, cropper(image))
                 row["n_faces"] = item.crop.n_faces if cropper.mesh is not None else ""
         except ImageReadError as err:
             row.update(status="error", message=str(err))
@@ -159,11 +153,42 @@ def predict_folder(
             row.update(status=err.status, n_faces=err.n_faces, message=str(err))
             log.warning("%s: %s", path.name, err)
             continue
-        stems[path.stem] = path
+        names[name] = path
         pending.append(item)
         if len(pending) >= batch_size:
             flush()
     flush()
     ordered = [rows[p] for p in files]
-    write_summary(output_dir / "summary.csv", ordered, SUMMARY_COLUMNS)
+    write_summary(output.path("summary.csv"), ordered, SUMMARY_COLUMNS)
+    output.finish()
     return ordered
+
+
+def segment_result(item: Prepared, prob: np.ndarray, threshold: float, save_probs: bool) -> tuple[dict[str, np.ndarray], dict]:
+    """The output images of one photo (relative path -> array) and its summary figures."""
+    full = item.crop.to_photo(prob)
+    skin = item.crop.photo_skin()
+    mask = (full >= threshold) & skin
+    regions = item.crop.photo_regions()
+    images = {f"masks/{item.name}.png": mask.astype(np.uint8) * 255,
+              f"overlays/{item.name}.png": draw_region_outlines(overlay(item.image, mask), regions)}
+    if save_probs:
+        images[f"probs/{item.name}.png"] = np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8)
+    height, width = mask.shape
+    figures = {"status": "ok", "width": width, "height": height, "skin_pixels": int(skin.sum()), "wrinkle_pixels": int(mask.sum()),
+               "wrinkle_percent_of_skin": percent(mask, skin)}
+    figures.update({f"{name}_percent": percent(mask, region) for name, region in regions.items()})
+    return images, figures
+
+
+def write_results(output: OutputFolder, results: dict[Path, tuple[dict[str, np.ndarray], dict]], rows: dict[Path, dict], files: list[Path]) -> None:
+    """Write a batch's images and summary.csv of every photo so far (see `cli.write_batch`)."""
+    images = {relative: array for photo_images, _ in results.values() for relative, array in photo_images.items()}
+    done = {path: {**rows[path], **results[path][1]} if path in results else rows[path] for path in rows}
+    try:
+        write_batch(output, images, [done[p] for p in files if p in done], SUMMARY_COLUMNS)
+    except OutputError:
+        log.error("stopped: summary.csv in %s lists the %d files handled before this batch", output.root, len(rows) - len(results))
+        raise
+    for path, (_, figures) in results.items():
+        rows[path].update(figures)

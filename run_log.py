@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from errors import OutputError, describe_os_error
+
 log = logging.getLogger(__name__)
 
 EPOCH_COLUMNS = [
@@ -58,11 +60,14 @@ class RunLog:
     def log_epoch(self, step: int, row: dict[str, Any]) -> None:
         """Append `row` to metrics.csv (header on first write) and to W&B."""
         new = not self.csv_path.exists()
-        with open(self.csv_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: row.get(k, "") for k in EPOCH_COLUMNS})
+        try:
+            with open(self.csv_path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow({k: row.get(k, "") for k in EPOCH_COLUMNS})
+        except OSError as err:  # a write() error carries no file name: name it
+            raise OutputError(f"cannot write {describe_os_error(err, self.csv_path)}") from err
         if self.wandb_run is not None:
             self.wandb_run.log(row, step=step)
 
@@ -73,5 +78,7 @@ class RunLog:
             self.wandb_run.log({k: wandb_lib.Image(v) for k, v in images.items()}, step=step)
 
     def close(self) -> None:
+        """Finish the W&B run (once; closing again does nothing)."""
         if self.wandb_run is not None:
             self.wandb_run.finish()
+            self.wandb_run = None

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import math
 import os
 import random
+import shutil
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,8 @@ from tqdm import tqdm
 from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, model_state, non_finite_tensors, save_checkpoint
 from config import Config, ConfigError, config_to_dict, load_config, save_config
 from data.dataset import build_dataset, make_loader, require_wrinkles, split_samples
+from errors import OutputError, WrinkleError, describe_os_error
+from fileio import atomic_write, write_text_atomic
 from inference import autocast, model_predictor, resolve_device, score_loader, to_model_input
 from losses import N_SUMS, DiceFocalLoss
 from metrics import SegmentationMeter
@@ -39,10 +44,11 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 INTERRUPTED = "interrupted.pt"  # the mid-epoch state written on Ctrl-C, beside best.pt and last.pt
+RUN_FILE = "run.json"  # in each run folder: the run id its checkpoints carry
 RESUMABLE_OVERRIDES = ("train.epochs", "train.early_stopping_patience", "data.num_workers", "logging.wandb")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(WrinkleError, RuntimeError):
     """Training cannot go on (non-finite losses, out of memory); the message says why and what to try."""
 
 
@@ -152,8 +158,45 @@ def new_run_dir(cfg: Config) -> Path:
     while run_dir.exists():
         run_dir = base.with_name(f"{base.name}-{n}")
         n += 1
-    (run_dir / "checkpoints").mkdir(parents=True)
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True)
+    except OSError as err:
+        raise OutputError(f"experiment.output_dir: cannot create {describe_os_error(err, run_dir)}") from err
     return run_dir
+
+
+def start_run_folder(cfg: Config) -> tuple[Path, str]:
+    """A new run folder holding config.yaml and run.json (the run id its checkpoints carry)."""
+    run_dir = new_run_dir(cfg)
+    run_id = uuid.uuid4().hex
+    save_config(cfg, run_dir / "config.yaml")
+    write_text_atomic(run_dir / RUN_FILE, json.dumps({"run_id": run_id, "created": datetime.now().isoformat(timespec="seconds")}) + "\n")
+    return run_dir, run_id
+
+
+def run_folder_of(checkpoint: str | Path, state: dict[str, Any]) -> Path | None:
+    """The run folder a checkpoint belongs to, known by what it holds: `<run>/checkpoints/<file>` where
+    `<run>/run.json` has the checkpoint's run id (or, for checkpoints older than run ids, where
+    `<run>/config.yaml` is the checkpoint's config up to the overrides a resume may change). None when
+    the checkpoint was copied elsewhere: a resume must not touch an unrelated folder's files."""
+    path = Path(checkpoint).resolve()
+    run_dir = path.parent.parent
+    if path.parent.name != "checkpoints" or not (run_dir / "config.yaml").is_file():
+        return None
+    if state.get("run_id"):
+        try:
+            return run_dir if json.loads((run_dir / RUN_FILE).read_text())["run_id"] == state["run_id"] else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    try:
+        saved = config_to_dict(load_config(run_dir / "config.yaml"))
+    except ConfigError:
+        return None
+    ours = config_to_dict(checkpoint_config(state, checkpoint))
+    for dotted in RESUMABLE_OVERRIDES:
+        section, key = dotted.split(".")
+        saved[section].pop(key, None), ours[section].pop(key, None)
+    return run_dir if saved == ours else None
 
 
 def is_better(value: float, best: float | None, metric: str) -> bool:
@@ -214,12 +257,10 @@ def truncate_metrics(csv_path: Path, epochs: int) -> None:
     kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) <= epochs]
     if len(kept) != len(rows):
         fieldnames = list(rows[0].keys()) if rows else []
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as handle:
+        with atomic_write(csv_path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, csv_path)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -284,17 +325,23 @@ class Trainer:
         self.threshold = cfg.eval.threshold  # the validation-chosen threshold of the latest epoch
         self.epochs_without_improvement = 0
         wandb_id = None
+        run_dir = run_folder_of(resume, resume_state) if resume_state is not None else None
         if resume_state is not None:
             self._restore(resume_state)
+        if run_dir is not None:
             wandb_id = resume_state.get("wandb_id")
-            self.run_dir = Path(resume).resolve().parent.parent
+            self.run_dir, self.run_id = run_dir, resume_state.get("run_id") or uuid.uuid4().hex
             log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
             if self.dist.is_main:
                 truncate_metrics(self.run_dir / "metrics.csv", self.epoch)
+                if not resume_state.get("run_id"):  # a run from before run ids: give it one now
+                    write_text_atomic(run_dir / RUN_FILE, json.dumps({"run_id": self.run_id}) + "\n")
         else:
-            self.run_dir = self.dist.broadcast(new_run_dir(cfg) if self.dist.is_main else None)
-            if self.dist.is_main:
-                save_config(cfg, self.run_dir / "config.yaml")
+            self.run_dir, self.run_id = self.dist.broadcast(start_run_folder(cfg) if self.dist.is_main else None)
+            if resume_state is not None:
+                log.warning("%s is not inside its own run folder (runs/NAME/checkpoints/ with that run's run.json): "
+                            "continuing after epoch %d in a new run folder %s", resume, self.epoch, self.run_dir)
+        self.created_run_dir = run_dir is None  # removed again if no checkpoint gets written
 
         # The module that trains: DDP-wrapped and/or compiled views of the same parameters.
         self.train_module: nn.Module = self.model
@@ -328,6 +375,7 @@ class Trainer:
             "rng": rng_state(),
             "interrupted": interrupted,
             "config": config_to_dict(self.cfg),
+            "run_id": self.run_id,
             "wandb_id": self.run_log.wandb_id if self.run_log else None,
         }
 
@@ -501,6 +549,16 @@ class Trainer:
         kept = f"last.pt keeps epoch {self.epoch}, the last finite one" if self.epoch else "no checkpoint was written"
         raise TrainingError(f"epoch {self.epoch + 1}: {what}: the run diverged ({remedy}); {kept}")
 
+    def remove_run_dir_if_empty(self) -> None:
+        """A run folder this run created that holds no checkpoint is removed (with its config and log):
+        a failed start leaves nothing behind to be mistaken for a run."""
+        checkpoints = self.run_dir / "checkpoints"
+        if self.dist.is_main and self.created_run_dir and not any(checkpoints.glob("*.pt")):
+            if self.run_log:
+                self.run_log.close()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            log.info("removed %s: the run ended before writing a checkpoint", self.run_dir)
+
     def _check_ranks_agree(self) -> None:
         """Under DDP: every rank must end with the same weights; recorded in last.pt, an error if not."""
         if not self.dist.enabled:
@@ -521,5 +579,8 @@ def fit(cfg: Config, resume: str | Path | None = None) -> Path:
     trainer = Trainer(cfg, resume)
     try:
         return trainer.fit()
+    except BaseException:
+        trainer.remove_run_dir_if_empty()
+        raise
     finally:
         trainer.dist.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import numpy as np
 
@@ -42,33 +42,37 @@ def draw_region_outlines(image: np.ndarray, regions: dict[str, np.ndarray]) -> n
     return out
 
 
-def plot_curves(histogram: ScoreHistogram, out_dir: str | Path, threshold: float) -> list[Path]:
-    """Write roc.png, pr.png and threshold.png (pooled F1 and IoU against the threshold)."""
+def plot_curves(histogram: ScoreHistogram, threshold: float) -> dict[str, bytes]:
+    """roc.png, pr.png and threshold.png (pooled F1 and IoU against the threshold), as PNG bytes by name
+    (the caller writes them, atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    def png(fig) -> bytes:
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        return buffer.getvalue()
+
     pos, neg = histogram.positive[::-1], histogram.negative[::-1]
     tp, fp = np.cumsum(pos), np.cumsum(neg)
     n_pos, n_neg = max(pos.sum(), 1), max(neg.sum(), 1)
-    paths = []
+    plots = {}
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(np.r_[0, fp / n_neg], np.r_[0, tp / n_pos])
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC (AUC {histogram.roc_auc():.3f})")
-    paths.append(out_dir / "roc.png")
-    fig.tight_layout(), fig.savefig(paths[-1], dpi=110), plt.close(fig)
+    plots["roc.png"] = png(fig)
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     used = (pos + neg) > 0
     ax.plot((tp / n_pos)[used], (tp / np.maximum(tp + fp, 1))[used])
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1), title=f"PR (AP {histogram.average_precision():.3f})")
-    paths.append(out_dir / "pr.png")
-    fig.tight_layout(), fig.savefig(paths[-1], dpi=110), plt.close(fig)
+    plots["pr.png"] = png(fig)
 
     sweep = histogram.threshold_sweep()
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -81,6 +85,5 @@ def plot_curves(histogram: ScoreHistogram, out_dir: str | Path, threshold: float
     ax.set_xticks(ticks, labels=[f"{t:g}" for t in ticks], fontsize=7)
     ax.minorticks_off()
     ax.legend(loc="best", fontsize=8)
-    paths.append(out_dir / "threshold.png")
-    fig.tight_layout(), fig.savefig(paths[-1], dpi=110), plt.close(fig)
-    return paths
+    plots["threshold.png"] = png(fig)
+    return plots

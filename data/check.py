@@ -22,6 +22,8 @@ from data.decode import load_sample
 from data.image_io import ImageReadError
 from data.sources import DataError, Sample, configured_sources
 from data.splits import SPLITS, assign_splits
+from errors import OutputError
+from fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -121,26 +123,39 @@ def _print(report: dict) -> None:
         print(f"PROBLEM: {problem}")
 
 
+def write_report(path: Path, report: dict) -> None:
+    """Write the JSON report atomically; an existing file is replaced only when it is such a report."""
+    if path.is_dir():
+        raise OutputError(f"--output {path}: is a folder; give a file name such as {path / 'data_check.json'}")
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            ours = isinstance(previous, dict) and {"sources", "splits", "problems"} <= previous.keys()
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise OutputError(f"--output {path}: exists and is not a data.check report; refusing to replace it (choose another name)")
+    write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data.check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
-    parser.add_argument("--output", default="data_check.json", help="JSON report (default: data_check.json)")
+    parser.add_argument("--output", default="data_check.json", help="JSON report (default: data_check.json; an existing report is replaced, never another file)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
-    from config import ConfigError, load_config
+    from config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        report, problems = check_data(cfg)
-    except (ConfigError, DataError, KeyError) as err:
-        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 1
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    cfg = load_config(args.config, args.overrides)
+    report, problems = check_data(cfg)
+    write_report(Path(args.output), report)
     _print(report)
     print(f"report: {args.output}")
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from cli import run_cli
+
+    raise SystemExit(run_cli(main))

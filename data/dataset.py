@@ -18,6 +18,7 @@ from data.image_io import ImageReadError
 from data.sources import DataError, Sample, configured_sources
 from data.splits import SPLITS, SplitReport, assign_splits
 from data.transforms import build_train_transform, dilate_mask, wrinkle_patch
+from errors import UnknownNameError
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -51,7 +52,7 @@ class WrinkleDataset(Dataset):
         workers: int = 4,
     ):
         if cache not in CACHE_MODES:
-            raise KeyError(f"data.cache {cache!r}; valid: {', '.join(CACHE_MODES)}")
+            raise UnknownNameError(f"data.cache {cache!r}; valid: {', '.join(CACHE_MODES)}")
         self.image_size = image_size
         self.transform = transform
         self.zero_non_skin = zero_non_skin
@@ -157,7 +158,7 @@ def build_dataset(cfg: "Config", split: str, samples: list[Sample] | None = None
     """The dataset of one split; `training` (what the trainer's train split gets, and nothing else) adds
     augmentation, patches and dilated masks. Evaluation passes False for every split, train included."""
     if split not in SPLITS:
-        raise KeyError(f"split {split!r}; valid: {', '.join(SPLITS)}")
+        raise UnknownNameError(f"split {split!r}; valid: {', '.join(SPLITS)}")
     if samples is None:
         samples = split_samples(cfg)[split]
     if not samples:

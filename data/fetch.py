@@ -17,13 +17,15 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from errors import WrinkleError
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 USER_AGENT = "wrinkle-segmentation-data-prepare/1"
 
 
-class FetchError(RuntimeError):
+class FetchError(WrinkleError):
     """A download that failed or did not verify; the message names the file."""
 
 

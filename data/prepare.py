@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -25,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from data.fetch import FetchError, fetch
+from fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +104,8 @@ def extract_folder(archive: Path, root: Path, folder: str, password: bytes | Non
                 raise FetchError(f"{archive}: no {folder}/ folder in the zip")
             for member, parts in named or members:
                 inner = parts[parts.index(folder) + 1 :] if named else parts[1:] if len(parts) > 1 else parts
-                dest = target.joinpath(*inner)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(dest.name + ".part")
-                with bundle.open(member) as source, open(tmp, "wb") as out:
-                    out.write(source.read())
-                tmp.replace(dest)
+                with bundle.open(member) as source, atomic_write(target.joinpath(*inner)) as out:
+                    shutil.copyfileobj(source, out)
     except (zipfile.BadZipFile, RuntimeError) as err:
         if isinstance(err, FetchError):
             raise
@@ -202,14 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     images = Path(args.images) if args.images else None
-    try:
-        if args.dataset == "ffhq-wrinkle":
-            failed = prepare_ffhq_wrinkle(Path(args.root), args.masks, args.mirror, images)
-        else:
-            failed = prepare_kim(Path(args.zip), Path(args.root), images, args.mirror, args.password)
-    except FetchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.dataset == "ffhq-wrinkle":
+        failed = prepare_ffhq_wrinkle(Path(args.root), args.masks, args.mirror, images)
+    else:
+        failed = prepare_kim(Path(args.zip), Path(args.root), images, args.mirror, args.password)
     if failed:
         print(f"{len(failed)} files failed (run again to resume): {'; '.join(failed[:5])}", file=sys.stderr)
         return 3
@@ -218,4 +212,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from cli import run_cli
+
+    raise SystemExit(run_cli(main))

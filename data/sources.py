@@ -22,6 +22,7 @@ import numpy as np
 
 from data.image_io import IMAGE_SUFFIXES, list_images
 from data.synthetic import write_synthetic_dataset
+from errors import UnknownNameError, WrinkleError
 
 if TYPE_CHECKING:
     from config import DataConfig, SourceConfig
@@ -32,7 +33,7 @@ SOURCE_KINDS = ("synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan")
 FFHQ_FRAME = 1024  # the side of FFHQ's aligned images, in which vanijan's crop limits are given
 
 
-class DataError(ValueError):
+class DataError(WrinkleError, ValueError):
     """A data set that cannot be used as configured; the message names the folder or file."""
 
 
@@ -182,7 +183,7 @@ def source_samples(src: "SourceConfig", image_size: int) -> list[Sample]:
         return kim_samples(src.root, src.images)
     if src.kind == "vanijan":
         return vanijan_samples(src.root, src.images)
-    raise KeyError(f"data.sources kind {src.kind!r}; valid: {', '.join(SOURCE_KINDS)}")
+    raise UnknownNameError(f"data.sources kind {src.kind!r}; valid: {', '.join(SOURCE_KINDS)}")
 
 
 def configured_sources(cfg: "DataConfig") -> list[tuple[str, list[Sample]]]:

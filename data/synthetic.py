@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,15 @@ import cv2
 import numpy as np
 
 from data.image_io import write_png
+from errors import WrinkleError
+from fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2  # bump when the rendering changes, so cached data sets are regenerated
 MANIFEST_NAME = "synthetic.json"
+SUBFOLDERS = ("images", "masks", "face_masks")
+MIN_SIDE = 32  # smaller faces have no room for eyes, brows and wrinkles
 
 # Skin tones (RGB, 0..1) from light to deep, perturbed per face.
 SKIN_TONES = np.array(
@@ -146,8 +151,8 @@ def render_face(seed: int, height: int, width: int, index: int = 0, wrinkles: bo
     `wrinkles` or `distractors` off renders the very same face without them (tests use this to check
     that the masks cover exactly what was drawn).
     """
-    if height < 32 or width < 32:
-        raise ValueError(f"synthetic faces need at least 32x32 pixels, got {height}x{width}")
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise SyntheticError(f"synthetic faces need at least {MIN_SIDE}x{MIN_SIDE} pixels, got {height}x{width}")
     rng, wrinkle_rng, distractor_rng, camera_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
     )
@@ -309,6 +314,26 @@ def synthetic_is_current(root: Path, manifest: dict) -> bool:
         return False
 
 
+class SyntheticError(WrinkleError):
+    """Synthetic faces that cannot be written where or as asked."""
+
+
+def foreign_files(root: Path) -> list[str]:
+    """Files in `root` that a synthetic data set does not hold (its stale faces are regenerated, anything
+    else must never be deleted or replaced): sorted relative paths."""
+    if not root.is_dir():
+        return []
+    ours = re.compile(r"(images|masks|face_masks)/synth_\d{5}\.png")
+    found = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_dir() and relative in SUBFOLDERS or relative == MANIFEST_NAME or path.name.startswith("."):
+            continue
+        if not ours.fullmatch(relative):
+            found.append(relative)
+    return found
+
+
 def write_synthetic_dataset(
     root: str | Path, n_images: int, height: int, width: int, seed: int, workers: int = 0
 ) -> Path:
@@ -320,8 +345,14 @@ def write_synthetic_dataset(
     manifest = synthetic_manifest(n_images, height, width, seed)
     if synthetic_is_current(root, manifest):
         return root
+    if n_images < 1 or height < MIN_SIDE or width < MIN_SIDE:
+        raise SyntheticError(f"synthetic faces: need n >= 1 and at least {MIN_SIDE}x{MIN_SIDE} pixels, got n={n_images}, {width}x{height}")
+    foreign = foreign_files(root)
+    if foreign:
+        raise SyntheticError(f"{root}: holds files that are not synthetic faces (e.g. {foreign[0]}); "
+                             "synthetic data is (re)generated only into a new folder or one it wrote itself")
     (root / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted run must not look complete
-    for sub in ("images", "masks", "face_masks"):
+    for sub in SUBFOLDERS:
         (root / sub).mkdir(parents=True, exist_ok=True)
         for stale in (root / sub).glob("synth_*.png"):
             stale.unlink()
@@ -332,7 +363,7 @@ def write_synthetic_dataset(
     else:
         for job in jobs:
             _render_and_write(job)
-    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(root / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     log.info("wrote %d synthetic faces (%dx%d, seed %d) to %s", n_images, width, height, seed, root)
     return root
 
@@ -345,21 +376,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data.synthetic", description=main.__doc__)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--config", help="a training config: generate each of its synthetic sources")
-    target.add_argument("--output", help="folder to write images/, masks/, face_masks/ into")
+    target.add_argument("--output", help="folder to write images/, masks/, face_masks/ into (new, or one this command wrote)")
     parser.add_argument("--n", type=int, default=16, help="number of faces")
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be at least 1, got {args.n}")
+    if args.height < MIN_SIDE or args.width < MIN_SIDE:
+        parser.error(f"--height and --width must be at least {MIN_SIDE}, got {args.height}x{args.width}")
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.config:
-        from config import ConfigError, load_config
+        from config import load_config
 
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as err:
-            parser.exit(1, f"error: {err}\n")
+        cfg = load_config(args.config)
         for src in cfg.data.sources:
             if src.kind == "synthetic":
                 write_synthetic_dataset(src.root, src.n_images, cfg.data.image_size, cfg.data.image_size, src.seed, args.workers)
@@ -371,4 +405,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from cli import run_cli
+
+    raise SystemExit(run_cli(main))

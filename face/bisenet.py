@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from unet.unet_model import WeightsError, WeightsNotFound, load_weights_file
+
 CLASSES = (
     "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
     "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
@@ -25,6 +27,7 @@ CHECKPOINT_HELP = (
     "BiSeNet weights not found at {path}: download 79999_iter.pth (linked from the README of "
     "github.com/zllrunning/face-parsing.PyTorch) and pass its path"
 )
+REDOWNLOAD_HELP = "download 79999_iter.pth again from the link in the README of github.com/zllrunning/face-parsing.PyTorch"
 
 
 class ConvBNReLU(nn.Module):
@@ -135,16 +138,24 @@ class BiSeNet(nn.Module):
 
 
 def load_bisenet(path: str | Path, device: torch.device | str = "cpu") -> BiSeNet:
-    """The BiSeNet of a face-parsing checkpoint (published key names), in eval mode on `device`."""
+    """The BiSeNet of a face-parsing checkpoint (published key names), in eval mode on `device`;
+    a missing, unreadable or foreign file is a one-line `WeightsError` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(CHECKPOINT_HELP.format(path=path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise WeightsNotFound(CHECKPOINT_HELP.format(path=path))
+    state = load_weights_file(path, REDOWNLOAD_HELP)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = BiSeNet()
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:  # strict=False still refuses tensors of the wrong shape
+        reshaped = [k for k, v in model.state_dict().items() if k in state and getattr(state[k], "shape", None) != v.shape]
+        raise WeightsError(f"{path}: not a BiSeNet face-parsing checkpoint ({len(reshaped)} tensors of the wrong shape, e.g. {reshaped[:2]}); {REDOWNLOAD_HELP}") from None
     if missing or unexpected:
-        raise KeyError(f"{path}: not a BiSeNet face-parsing checkpoint ({len(missing)} keys missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})")
+        raise WeightsError(
+            f"{path}: not a BiSeNet face-parsing checkpoint ({len(missing)} keys missing, e.g. {missing[:2]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:2]}); {REDOWNLOAD_HELP}"
+        )
     return model.to(device).eval()
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from config import ConfigError
 from data.decode import pad_to_square
 from data.image_io import resize_mask, resize_rgb
 from face.align import ffhq_affine, photo_outline, square_affine, transform_points, warp_to_face, warp_to_photo
@@ -82,7 +83,7 @@ class FaceCropper:
             from face.bisenet import load_bisenet
 
             if not face_cfg.bisenet_weights:
-                raise FileNotFoundError("face.bisenet_weights: skin bisenet needs the path of 79999_iter.pth (face-parsing.PyTorch)")
+                raise ConfigError("face.bisenet_weights: skin bisenet needs the path of 79999_iter.pth (face-parsing.PyTorch)")
             self.parser = load_bisenet(face_cfg.bisenet_weights, device)
 
     def __call__(self, image: np.ndarray) -> FaceCrop:

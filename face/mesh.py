@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from face.mesh_models import find_models
+from errors import WrinkleError
+from face.mesh_models import MeshModelsCorrupt, default_dir, find_models, refetch_help
+
+if TYPE_CHECKING:
+    from ai_edge_litert.interpreter import Interpreter
 
 DETECTOR_SIZE = 128
 MESH_SIZE = 192
@@ -22,6 +27,10 @@ ROI_SCALE = 1.5  # the mesh sees the face box enlarged 1.5x, as in MediaPipe
 NMS_IOU = 0.3
 TURNED_MIN_SCORE = 0.75  # a face found only on a turned photo needs this score: turned passes see more false faces
 RIGHT_EYE_CORNER, LEFT_EYE_CORNER = 33, 263  # outer eye corners (subject's right eye is on the image's left)
+
+
+class LiteRTMissing(WrinkleError, RuntimeError):
+    """The LiteRT runtime (package ai-edge-litert) is not installed."""
 
 
 @dataclass
@@ -92,15 +101,26 @@ class FaceMesh:
         try:
             from ai_edge_litert.interpreter import Interpreter  # imported here: only this backend needs it
         except ImportError as err:
-            raise RuntimeError("the face mesh runs with LiteRT: pip install -r requirements.txt (ai-edge-litert)") from err
+            raise LiteRTMissing(f"the face mesh runs with LiteRT, which cannot be imported ({err}): pip install -r requirements.txt (ai-edge-litert)") from None
 
-        paths = find_models(model_dir)
-        self.detector = Interpreter(model_path=str(paths["face_detection_short_range.tflite"]), num_threads=num_threads)
-        self.mesh = Interpreter(model_path=str(paths["face_landmark.tflite"]), num_threads=num_threads)
-        for interpreter in (self.detector, self.mesh):
-            interpreter.allocate_tensors()
+        paths = find_models(model_dir)  # checks the SHA-256 of the project's copies
+        way_out = refetch_help(Path(model_dir) if model_dir else default_dir())  # the folder looked in first
+        self.detector = self._interpreter(Interpreter, paths["face_detection_short_range.tflite"], num_threads, way_out)
+        self.mesh = self._interpreter(Interpreter, paths["face_landmark.tflite"], num_threads, way_out)
         self.min_score = min_score
         self.anchors = ssd_anchors()
+
+    @staticmethod
+    def _interpreter(interpreter_class: type[Interpreter], path: Path, num_threads: int, way_out: str) -> Interpreter:
+        """A LiteRT interpreter for one model file, its tensors allocated; a file LiteRT cannot read
+        (e.g. an unchecked copy inside a mediapipe package) is a one-line `MeshModelsCorrupt`."""
+        try:
+            interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:  # what LiteRT raises for a file it cannot parse
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise MeshModelsCorrupt(f"{path}: not a usable TFLite model ({reason}); {way_out}") from None
+        return interpreter
 
     @staticmethod
     def _run(interpreter, tensor: np.ndarray) -> list[np.ndarray]:

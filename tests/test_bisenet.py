@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from data.image_io import read_rgb
+from errors import WrinkleError
 from face.bisenet import BiSeNet, load_bisenet, parse_face, skin_mask
+from unet.unet_model import WeightsError
 
 # A sample of the key names in face-parsing.PyTorch's published 79999_iter.pth.
 PUBLISHED_KEYS = [
@@ -44,8 +46,35 @@ def test_a_saved_state_dict_loads_and_parses_a_photo(tmp_path, shared_data):
 
 
 def test_missing_or_foreign_weights_fail_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="79999_iter.pth"):
+    with pytest.raises(FileNotFoundError, match="79999_iter.pth") as missing:
         load_bisenet(tmp_path / "nowhere.pth")
+    assert isinstance(missing.value, WrinkleError)  # one line from the CLIs, not a traceback
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(KeyError, match="not a BiSeNet"):
+    with pytest.raises(WeightsError, match="other.pth: not a BiSeNet .*download 79999_iter.pth again"):
         load_bisenet(tmp_path / "other.pth")
+    torch.save(BiSeNet(classes=5).state_dict(), tmp_path / "five_classes.pth")  # right keys, wrong shapes
+    with pytest.raises(WeightsError, match="five_classes.pth: not a BiSeNet .*wrong shape"):
+        load_bisenet(tmp_path / "five_classes.pth")
+
+
+class _NotATensor:
+    """A pickled object of a class weights_only loading refuses."""
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "html", "object"])
+def test_corrupt_weights_are_one_line_errors_naming_the_file(tmp_path, damage):
+    """A broken download is a WeightsError naming the file and the way out, never torch's message
+    (which, for a foreign pickle, advises loading it in a way that can run its code)."""
+    torch.save(BiSeNet().state_dict(), tmp_path / "good.pth")
+    data = (tmp_path / "good.pth").read_bytes()
+    path = tmp_path / "79999_iter.pth"
+    if damage == "object":
+        torch.save({"cp.resnet.conv1.weight": _NotATensor()}, path)
+    else:
+        path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "html": b"<html>Quota exceeded</html>"}[damage])
+    with pytest.raises(WeightsError) as info:
+        load_bisenet(path)
+    message = str(info.value)
+    assert str(path) in message and "download 79999_iter.pth again" in message and "\n" not in message
+    assert "weights_only" not in message and "Weights only" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # torch's text not chained either

@@ -93,3 +93,77 @@ def test_non_finite_numbers_are_refused(override, tmp_path):
     path.write_text(f"{section}:\n  {name}: {override.partition('=')[2]}\n")
     with pytest.raises(ConfigError, match="expected a finite number"):
         load_config(path)
+
+
+def _one_line_config_error(path, overrides=None) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(path, overrides)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1, message
+    return message
+
+
+def test_a_config_file_that_is_not_utf8_names_the_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  # réglage\n  epochs: 2\n".encode("latin-1"))
+    assert _one_line_config_error(path) == f"{path}: not UTF-8 text: byte 0xE9 at position 12 (line 2); save the file as UTF-8"
+    path.write_text("train:\n  epochs: 2\n", encoding="utf-16")
+    assert "(it looks like UTF-16): byte 0xFF at position 0 (line 1); save the file as UTF-8" in _one_line_config_error(path)
+    path.write_bytes(b"\xef\xbb\xbftrain:\n  epochs: 2\n")  # UTF-8 with Notepad's byte-order mark is fine
+    assert load_config(path).train.epochs == 2
+
+
+def test_a_config_path_that_is_a_folder_or_unreadable_is_one_line(tmp_path, monkeypatch):
+    assert _one_line_config_error(tmp_path) == f"{tmp_path}: is a folder, not a config file; pass the path of a YAML file"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n")
+    real_open = type(path).open
+
+    def no_permission(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(path), "open", no_permission)  # chmod cannot stop root, who runs CI containers
+    assert _one_line_config_error(path) == f"cannot read config file {path}: permission denied"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("train:\n  epochs: 2024-13-45\n", "not valid YAML (month must be in 1..12)"),  # PyYAML: ValueError
+        ("optim:\n  lr: !!float x\n", "not valid YAML (could not convert string to float: 'x')"),
+        ("train:\n  epochs: " + "9" * 5000 + "\n", "not valid YAML (Exceeds the limit (4300 digits)"),
+        ("data:\n  sources: " + "[" * 1000 + "]" * 1000 + "\n", "not valid YAML (nested too deeply)"),  # RecursionError
+        ("train: {epochs: 1\n", "not valid YAML (line 2, column 1: expected ',' or '}', but got '<stream end>')"),
+        ("optim:\n  lr: " + "9" * 400 + "\n", "optim.lr: expected a finite number, got 9999"),  # OverflowError in isfinite
+    ],    ids=["bad-date", "bad-float-tag", "5000-digit-int", "deep-nesting", "unclosed-brace", "int-beyond-float"],
+)
+def test_yaml_the_loader_could_not_take_is_a_config_error(tmp_path, text, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert fragment in _one_line_config_error(path)
+
+
+def test_alias_bombs_give_a_short_message(tmp_path):
+    """Aliases nest 10**6 numbers in a few lines of YAML; the message shows a cut-short repr, not all of them."""
+    levels = ["    - &l0 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"] + [f"    - &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("train:\n  epochs:\n" + "\n".join(levels) + "\n")
+    message = _one_line_config_error(path)
+    assert message.startswith("train.epochs: expected an integer, got [[0, 1, 2, 3, ...], [[") and len(message) < 200, message[:300]
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["data.sources.²=x"], "data.sources.²: no list item '²'"),  # "²".isdigit() is true, int("²") a ValueError
+        (["data.sources." + "9" * 5000 + "=x"], "no list item '9999"),  # int() refuses 4300+ digits
+        (["train={1: 2}", "train.epochs=3"], "unknown config key 'train.epochs'; valid keys in train: 1"),  # join of int keys
+        (["data.sources.0.root.a\nb=1"], "override 'data.sources.0.root.a\\nb=1': the key has control characters"),
+        (["train.epochs=2024-13-45"], "train.epochs: cannot parse value '2024-13-45' (month must be in 1..12)"),
+        (["train.epochs=" + "[" * 1000], "train.epochs: cannot parse value '[[[["),
+    ],    ids=["unicode-digit", "5000-digit-index", "int-keys", "newline-in-key", "bad-date", "deep-nesting"],
+)
+def test_overrides_the_loader_could_not_take_are_config_errors(overrides, fragment):
+    assert fragment in _one_line_config_error(None, overrides)

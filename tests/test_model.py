@@ -93,3 +93,105 @@ def test_encoder_weights_from_a_local_file(tmp_path):
         build_model(load_config(None, ["model.encoder=resnet18", f"model.encoder_weights={tmp_path / 'bad.pt'}"]).model)
     with pytest.raises(FileNotFoundError, match="encoder_weights"):
         build_model(load_config(None, ["model.encoder=resnet18", "model.encoder_weights=/nonexistent/w.pt"]).model)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_corrupt_local_encoder_weights_are_one_line_errors(tmp_path, damage):
+    torch.save(small().encoder.state_dict(), tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "enc.pt").write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    with pytest.raises(WeightsError) as info:
+        build_model(load_config(None, ["model.encoder=resnet18", f"model.encoder_weights={tmp_path / 'enc.pt'}"]).model)
+    message = str(info.value)
+    assert f"model.encoder_weights={tmp_path / 'enc.pt'}" in message and "\n" not in message and "weights_only" not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# model.encoder_weights=imagenet without a network: the Hugging Face cache, then one quick check.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> list:
+    """Every connection attempt fails at once, as on a machine with no network (DNS fails); the
+    attempted hosts are recorded."""
+    import socket
+
+    attempts: list = []
+
+    def refuse(host, *args, **kwargs):
+        attempts.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: refuse(address))
+    return attempts
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, online mode. huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE
+    once, at import (and conftest sets HF_HUB_OFFLINE=1), so its constants are patched, not the env."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return tmp_path / "hub"
+
+
+def test_imagenet_weights_offline_fail_fast_naming_the_option(hub_cache, no_network):
+    import time
+    import urllib.parse
+
+    from huggingface_hub import constants
+
+    from unet.unet_model import build_encoder
+
+    started = time.monotonic()
+    with pytest.raises(WeightsError) as info:
+        build_encoder("resnet18", "imagenet")
+    elapsed = time.monotonic() - started
+    message = str(info.value)
+    assert elapsed < 3, f"took {elapsed:.1f} s"  # huggingface_hub's own retries take ~27 s
+    assert "model.encoder_weights=imagenet" in message and "resnet18" in message and "\n" not in message
+    assert "cannot be reached" in message and str(hub_cache) in message
+    assert "connect to the internet once" in message and "local weights file" in message and "null" in message
+    assert no_network == [urllib.parse.urlparse(constants.ENDPOINT).hostname]  # one request, no retries
+
+
+def test_imagenet_weights_with_hf_hub_offline_fail_at_once(hub_cache, no_network, monkeypatch):
+    from huggingface_hub import constants
+
+    from unet.unet_model import build_encoder
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsError, match="model.encoder_weights=imagenet .*HF_HUB_OFFLINE is set"):
+        build_encoder("resnet18", "imagenet")
+    assert no_network == []
+
+
+def test_cached_imagenet_weights_load_offline(hub_cache, no_network, monkeypatch):
+    """Weights in the Hugging Face cache (as smp's download leaves them) load with no network, and
+    without asking the hub (huggingface_hub itself may try a best-effort request, which fails quietly)."""
+    import time
+
+    from safetensors.torch import save_file
+    from segmentation_models_pytorch.encoders import encoders, get_encoder
+
+    from unet import unet_model
+    from unet.unet_model import build_encoder
+
+    monkeypatch.setattr(unet_model, "_hub_unreachable", lambda *_: pytest.fail("the hub was asked although the weights are cached"))
+
+    settings = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    snapshot = hub_cache / f"models--{settings['repo_id'].replace('/', '--')}" / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    torch.manual_seed(0)
+    donor = get_encoder("resnet18", weights=None).state_dict()
+    save_file({k: v.contiguous() for k, v in donor.items()}, str(snapshot / "model.safetensors"))
+    (snapshot / "config.json").write_text("{}")
+    started = time.monotonic()
+    encoder = build_encoder("resnet18", "imagenet")
+    assert time.monotonic() - started < 3
+    for key, value in donor.items():
+        assert torch.equal(encoder.state_dict()[key], value)

@@ -155,7 +155,9 @@ def test_kim_from_a_local_zip(remote, tmp_path):
 def test_kim_zip_without_its_folders_is_a_one_line_error(remote, tmp_path, capsys):
     site, _ = remote
     root = tmp_path / "kim"
-    assert prepare.main(["kim", "--zip", str(site / "kim_flat.zip"), "--root", str(root), "--mirror", str(site)]) == 1
+    from cli import run_cli
+
+    assert run_cli(prepare.main, ["kim", "--zip", str(site / "kim_flat.zip"), "--root", str(root), "--mirror", str(site)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "kim_flat.zip" in err and "wrinkle_masks" in err and "skin_masks" in err
     assert not (root / "wrinkle_masks").exists()

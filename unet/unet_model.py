@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
 
@@ -9,15 +13,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from errors import UnknownNameError, WrinkleError
 from unet.unet_parts import DecoderBlock, FullResolutionStem, OutputHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FREEZE_POLICIES = ("none", "all", "partial")
+HUB_CHECK_TIMEOUT_S = 5.0  # one request to the Hugging Face hub; huggingface_hub's own retries take ~27 s offline
 
 
-class WeightsError(ValueError):
-    """Encoder weights that do not fit the encoder; the message names the file."""
+class WeightsError(WrinkleError, ValueError):
+    """Weights that cannot be had or do not fit the network; the message names the file or option."""
+
+
+class WeightsNotFound(WeightsError, FileNotFoundError):
+    """A weights file that is not there (also a FileNotFoundError, for callers that catch that)."""
+
+
+def load_weights_file(path: Path, way_out: str, label: str | None = None) -> Mapping[str, torch.Tensor]:
+    """The state dict in a PyTorch weights file, loaded with weights_only=True; a missing, empty,
+    truncated or foreign file is a one-line `WeightsError` that starts with `label` (default: the
+    path) and ends with `way_out`. torch's own message is not passed on: for a foreign pickle it
+    suggests a way of loading that runs arbitrary code."""
+    label = label or str(path)
+    if not path.is_file():
+        raise WeightsNotFound(f"{label}: no such file; {way_out}")
+    size = path.stat().st_size
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError, UnicodeDecodeError) as err:
+        if size == 0:
+            reason = "empty"
+        elif isinstance(err, pickle.UnpicklingError):
+            reason = "not a PyTorch file, or one that holds Python objects besides tensors"
+        else:
+            reason = "truncated, or not a PyTorch file"
+        raise WeightsError(f"{label}: unreadable weights file ({size} bytes; {reason}); {way_out}") from None
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{label}: holds a {type(state).__name__}, not a state dict of named tensors; {way_out}")
+    return state
 
 
 def encoder_names() -> list[str]:
@@ -29,14 +63,19 @@ def encoder_names() -> list[str]:
 
 def _load_encoder_file(encoder: nn.Module, path: Path) -> None:
     """Load encoder weights from a local file (a plain state dict, smp- or torchvision-style keys)."""
+    way_out = "set model.encoder_weights to an encoder state dict (.pt, .pth or .safetensors), imagenet or null"
     if not path.is_file():
-        raise FileNotFoundError(f"model.encoder_weights: no such file {path}")
+        raise WeightsNotFound(f"model.encoder_weights: no such file {path}; {way_out}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except SafetensorError as err:
+            raise WeightsError(f"model.encoder_weights={path}: unreadable safetensors file ({err}); {way_out}") from None
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_file(path, way_out, label=f"model.encoder_weights={path}")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
@@ -47,8 +86,59 @@ def _load_encoder_file(encoder: nn.Module, path: Path) -> None:
     reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
     for problem, keys in (("lack", missing), ("have unknown", unexpected), ("have wrongly shaped", reshaped)):
         if keys:
-            raise WeightsError(f"{path}: encoder weights {problem} keys ({len(keys)}, e.g. {', '.join(keys[:3])})")
+            raise WeightsError(f"{path}: encoder weights {problem} keys ({len(keys)}, e.g. {', '.join(keys[:3])}); {way_out}")
     nn.Module.load_state_dict(encoder, state)  # not smp's override, which hides the result
+
+
+def _hub_unreachable(endpoint: str, timeout: float = HUB_CHECK_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face hub at `endpoint` cannot be reached (None when it answers): one HEAD
+    request with a short timeout and no retries. urllib honours the same *_proxy variables as
+    huggingface_hub's client, so a proxied machine is not taken for an offline one."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered, if only with an error status: the download will say more
+    except OSError as err:  # URLError (DNS, refused, TLS), timeouts
+        reason = getattr(err, "reason", None) or err
+        return str(reason) or type(reason).__name__
+
+
+def _imagenet_encoder(name: str, in_channels: int, depth: int) -> nn.Module:
+    """smp's encoder with its ImageNet weights (hf_hub_download into the Hugging Face cache).
+
+    smp pins each weights file to a commit, so a cached copy loads with no network at all; a missing
+    one offline would cost huggingface_hub's retries (~27 s) and end in an error that does not name
+    the option. So the cache is looked at first, then the hub is asked once, briefly."""
+    import huggingface_hub
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from segmentation_models_pytorch import encoders as smp_encoders
+
+    what = f"model.encoder_weights=imagenet (encoder {name})"
+    way_out = "connect to the internet once so the weights are cached, set model.encoder_weights to a local weights file, or to null"
+    timm_routed = name.startswith("tu-") or getattr(smp_encoders, "is_equivalent_to_timm_universal", lambda _: False)(name)
+    if not timm_routed:  # `tu-` encoders get their weights through timm, which is not checked here
+        settings = smp_encoders.encoders[name]["pretrained_settings"].get("imagenet")
+        if settings is None:
+            raise WeightsError(f"{what}: smp has no ImageNet weights for this encoder; set model.encoder_weights to a local weights file or null")
+        if "repo_id" in settings:
+            cached = all(
+                isinstance(huggingface_hub.try_to_load_from_cache(settings["repo_id"], filename, revision=settings.get("revision")), str)
+                for filename in ("config.json", "model.safetensors")  # the two files smp's get_encoder fetches
+            )
+            if not cached:
+                where = f"not in the Hugging Face cache ({hub_constants.HF_HUB_CACHE})"
+                if hub_constants.HF_HUB_OFFLINE:
+                    raise WeightsError(f"{what}: the weights are {where} and HF_HUB_OFFLINE is set; {way_out}")
+                problem = _hub_unreachable(hub_constants.ENDPOINT)
+                if problem is not None:
+                    raise WeightsError(f"{what}: the weights are {where} and {hub_constants.ENDPOINT} cannot be reached ({problem}); {way_out}")
+    try:
+        return smp_encoders.get_encoder(name, in_channels=in_channels, depth=depth, weights="imagenet")
+    except (LocalEntryNotFoundError, HfHubHTTPError) as err:  # the hub answered the check, then failed (or timm's download)
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise WeightsError(f"{what}: the download from the Hugging Face hub failed ({first_line}); {way_out}") from None
 
 
 def build_encoder(name: str, weights: str | None, in_channels: int = 3, depth: int = 5) -> nn.Module:
@@ -56,9 +146,11 @@ def build_encoder(name: str, weights: str | None, in_channels: int = 3, depth: i
     from segmentation_models_pytorch.encoders import encoders, get_encoder
 
     if name not in encoders and not name.startswith("tu-"):
-        raise KeyError(f"model.encoder: unknown encoder {name!r}; valid: {', '.join(sorted(encoders))}")
-    if weights is None or weights == "imagenet":
-        return get_encoder(name, in_channels=in_channels, depth=depth, weights=weights)
+        raise UnknownNameError(f"model.encoder: unknown encoder {name!r}; valid: {', '.join(sorted(encoders))}")
+    if weights is None:
+        return get_encoder(name, in_channels=in_channels, depth=depth, weights=None)
+    if weights == "imagenet":
+        return _imagenet_encoder(name, in_channels, depth)
     encoder = get_encoder(name, in_channels=in_channels, depth=depth, weights=None)
     _load_encoder_file(encoder, Path(weights))
     return encoder
@@ -156,7 +248,7 @@ class AttentionUNet(nn.Module):
         Frozen BatchNorm layers are kept in eval mode so their statistics do not drift.
         """
         if policy not in FREEZE_POLICIES:
-            raise KeyError(f"model.freeze_encoder: unknown policy {policy!r}; valid: {', '.join(FREEZE_POLICIES)}")
+            raise UnknownNameError(f"model.freeze_encoder: unknown policy {policy!r}; valid: {', '.join(FREEZE_POLICIES)}")
         for param in self.encoder.parameters():
             param.requires_grad_(True)
         self._frozen_bn = []
