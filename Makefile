@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install install-dev quickstart test
+.PHONY: install install-dev quickstart test lint
 
 # The face-mesh models come out of the mediapipe wheel on PyPI (see face/mesh_models.py).
 install:
@@ -18,3 +18,8 @@ quickstart: install
 
 test: install-dev
 	$(PYTHON) -m pytest -q
+
+# ruff's lint rules and formatting, as configured in pyproject.toml; .ci/run runs it before the tests.
+lint: install-dev
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .

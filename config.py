@@ -2,30 +2,53 @@
 
 `load_config(path, overrides)` reads a YAML file over the defaults below and then applies dotted
 `key=value` overrides (`train.epochs=3`, `model.encoder=resnet18`, `data.sources.0.root=/data`).
-Unknown keys and wrongly typed values raise ConfigError naming the key, and the valid choices where
-there is a fixed set. The resolved config is saved beside each run and embedded, as a plain dict, in
-every checkpoint (`config_to_dict` / `config_from_dict`).
+Both are read as YAML 1.2: only true/false are booleans (`amp: off` is the text "off"), 3e-4 is a
+number. The sections are pydantic models: unknown keys, wrong types and values out of range raise
+ConfigError, one line naming the key and the valid choices where there is a fixed set. The resolved
+config is saved beside each run and embedded, as a plain dict, in every checkpoint
+(`config_to_dict` / `config_from_dict`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import contextlib
+import re
 import reprlib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError, to_jsonable_python
 
-from errors import WrinkleError, describe_os_error
-from fileio import write_text_atomic
+from engine.errors import WrinkleError, describe_os_error
+from engine.fileio import write_text_atomic
 
 
 class ConfigError(WrinkleError, ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
+
+
+class _Section(BaseModel):
+    """Strict: bools are not numbers, a float field takes an int but not inf or nan, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number_from_text(cls, value: Any, info: ValidationInfo) -> Any:  # "3e-4": YAML 1.1 (yaml.safe_load) reads it as text
+        with contextlib.suppress(ValueError):
+            if isinstance(value, str) and cls.model_fields[info.field_name].annotation is float:
+                return float(value)
+        return value
+
+    def _check(self, ok: bool, key: str, message: str) -> Any:
+        """A rule across fields, in a model validator: ConfigError "<section>.<key>: <message>" unless `ok`."""
+        if not ok:
+            raise PydanticCustomError("config_rule", "{message}", {"key": key, "message": message})
+        return self
 
 
 # ----------------------------------------------------------------------------------------------
@@ -33,8 +56,7 @@ class ConfigError(WrinkleError, ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ExperimentConfig:
+class ExperimentConfig(_Section):
     name: str = "wrinkle-unet"  # run folders are <output_dir>/<name>-<timestamp>
     output_dir: str = "runs"
     seed: int = 42
@@ -42,32 +64,44 @@ class ExperimentConfig:
     deterministic: bool = False  # deterministic kernels (slower), for exactly repeatable runs
 
 
-@dataclass
-class SourceConfig:
+class SourceConfig(_Section):
     kind: Literal["synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan"] = "synthetic"
     # synthetic: where the faces are written (when missing or stale); folder: holds images/, masks/,
     # face_masks/; ffhq_wrinkle: the release folder (manual_wrinkle_masks/, weak_wrinkle_masks/,
     # face_parsed_labels/); kim: holds wrinkle_masks/ and skin_masks/; vanijan: holds wrinkles/
     root: str = "data_cache/synthetic"
-    images: Optional[str] = None  # ffhq_wrinkle, kim, vanijan: FFHQ images (official nested or flat)
+    images: str | None = None  # ffhq_wrinkle, kim, vanijan: FFHQ images (official nested or flat)
     masks: Literal["manual", "weak"] = "manual"  # ffhq_wrinkle: which wrinkle masks
-    skin_classes: list[int] = field(default_factory=lambda: [1, 10])  # BiSeNet classes that are skin (skin, nose)
-    n_images: int = 240  # synthetic: how many faces to generate
+    skin_classes: list[int] = [1, 10]  # BiSeNet classes that are skin (skin, nose)
+    n_images: int = Field(240, gt=0)  # synthetic: how many faces to generate
     seed: int = 1234  # synthetic: generator seed (independent of experiment.seed)
 
+    @model_validator(mode="after")
+    def _rules(self) -> SourceConfig:
+        return self._check(
+            self.kind in ("synthetic", "folder") or self.images is not None, "images", f"the FFHQ image folder is needed for {self.kind}"
+        )
 
-@dataclass
-class SplitConfig:
+
+class SplitConfig(_Section):
     method: Literal["random", "files"] = "random"  # files: ids listed in val_ids_file / test_ids_file
-    val_fraction: float = 0.1  # random: ids are ranked by a seeded hash, so a split never depends on order
-    test_fraction: float = 0.1
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # random: ids are ranked by a seeded hash, so a split never depends on order
+    test_fraction: float = Field(0.1, ge=0, lt=1)
     seed: int = 0
-    val_ids_file: Optional[str] = None  # one id a line; with "files" and no val file, val is drawn at random
-    test_ids_file: Optional[str] = None  # e.g. FFHQ-Wrinkle's test_file_lists.txt (Moon et al.'s 100 ids)
+    val_ids_file: str | None = None  # one id a line; with "files" and no val file, val is drawn at random
+    test_ids_file: str | None = None  # e.g. FFHQ-Wrinkle's test_file_lists.txt (Moon et al.'s 100 ids)
+
+    @model_validator(mode="after")
+    def _rules(self) -> SplitConfig:
+        self._check(
+            self.val_fraction + self.test_fraction < 1,
+            "",
+            f"val_fraction + test_fraction must be below 1, got {self.val_fraction} + {self.test_fraction}",
+        )
+        return self._check(self.method != "files" or self.test_ids_file is not None, "test_ids_file", "needed with method files")
 
 
-@dataclass
-class AugmentConfig:
+class AugmentConfig(_Section):
     enabled: bool = True  # training only: validation and test are never augmented
     hflip_p: float = 0.5
     affine_p: float = 0.7
@@ -77,123 +111,149 @@ class AugmentConfig:
     clahe_p: float = 0.2
     blur_p: float = 0.2
     noise_p: float = 0.2
-    noise_std_range: list[float] = field(default_factory=lambda: [0.02, 0.06])  # fraction of 255
+    noise_std_range: list[float] = Field([0.02, 0.06], min_length=2, max_length=2)  # [low, high], fraction of 255
     elastic_p: float = 0.0
 
 
-@dataclass
-class DataConfig:
-    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
-    image_size: int = 512  # training resolution (square)
+class DataConfig(_Section):
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
+    image_size: int = Field(512, ge=32)  # training resolution (square)
     zero_non_skin: bool = True  # black out non-skin pixels of the image, as the seed did
-    train_mask_dilation: int = 3  # kernel size of a training-only mask dilation; 0 or 1 = off
-    num_workers: int = 2
+    train_mask_dilation: int = Field(3, ge=0)  # kernel size of a training-only mask dilation; 0 or 1 = off
+    num_workers: int = Field(2, ge=0)
     cache: Literal["disk", "memory", "none"] = "disk"  # decoded, resized samples: on disk, in RAM, or re-decoded
     cache_dir: str = "data_cache/decoded"  # disk cache; entries are keyed by source files and size
     patch_size: int = 0  # training on random crops of this size (validation: whole images); 0 = off
-    patch_wrinkle_fraction: float = 0.7  # share of training patches centred on a wrinkle pixel
-    split: SplitConfig = field(default_factory=SplitConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    patch_wrinkle_fraction: float = Field(0.7, ge=0, le=1)  # share of training patches centred on a wrinkle pixel
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _rules(self) -> DataConfig:
+        ok = self.patch_size == 0 or 32 <= self.patch_size <= self.image_size
+        return self._check(ok, "patch_size", f"0 (off) or between 32 and data.image_size ({self.image_size}), got {self.patch_size}")
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     encoder: str = "resnet50"  # any segmentation-models-pytorch encoder name
-    encoder_weights: Optional[str] = "imagenet"  # null, "imagenet" (downloaded) or a local file path
-    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    encoder_weights: str | None = "imagenet"  # null, "imagenet" (downloaded) or a local file path
+    decoder_channels: list[int] = Field([256, 128, 64, 32, 16], min_length=1, max_length=5)  # positive widths
     attention: bool = True  # attention gates on every skip connection
-    dropout: float = 0.2
+    dropout: float = Field(0.2, ge=0, lt=1)
     full_res_skip_channels: int = 16  # a light full-resolution skip for 1-2 px lines; 0 = off
     freeze_encoder: Literal["none", "all", "partial"] = "partial"
-    unfrozen_stages: int = 2  # with "partial": how many of the deepest encoder stages train
-    init_from: Optional[str] = None  # start from a checkpoint's weights (not its optimizer or epoch)
+    unfrozen_stages: int = Field(2, ge=0)  # with "partial": how many of the deepest encoder stages train
+    init_from: str | None = None  # start from a checkpoint's weights (not its optimizer or epoch)
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelConfig:
+        return self._check(
+            all(c > 0 for c in self.decoder_channels), "decoder_channels", f"widths must be positive, got {self.decoder_channels}"
+        )
 
 
-@dataclass
-class LossConfig:
-    dice_weight: float = 1.0
-    focal_weight: float = 1.0
-    focal_alpha: float = 0.75  # weight of the wrinkle class (Kim et al.)
+class LossConfig(_Section):
+    dice_weight: float = Field(1.0, ge=0)
+    focal_weight: float = Field(1.0, ge=0)
+    focal_alpha: float = Field(0.75, ge=0, le=1)  # weight of the wrinkle class (Kim et al.)
     focal_gamma: float = 2.0
     dice_smooth: float = 1.0  # keeps Dice defined (and ~0 loss) on images with no wrinkles
     region: Literal["skin", "image"] = "skin"  # pixels the loss is computed on
 
+    @model_validator(mode="after")
+    def _rules(self) -> LossConfig:
+        return self._check(self.dice_weight + self.focal_weight > 0, "", "dice_weight + focal_weight must be positive")
 
-@dataclass
-class OptimConfig:
-    lr: float = 1e-4
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-4, gt=0)
     weight_decay: float = 1e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2)
 
 
-@dataclass
-class SchedulerConfig:
+class SchedulerConfig(_Section):
     monitor: Literal["val_loss", "val_iou", "val_dice"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    factor: float = 0.5
+    mode: Literal["min", "max"] = "min"  # min for val_loss, max for the others
+    factor: float = Field(0.5, gt=0, lt=1)
     patience: int = 15
     min_lr: float = 1e-7
 
+    @model_validator(mode="after")
+    def _rules(self) -> SchedulerConfig:
+        expected = "min" if self.monitor == "val_loss" else "max"
+        return self._check(self.mode == expected, "mode", f"{self.monitor} needs mode {expected}")
 
-@dataclass
-class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 8
+
+class TrainConfig(_Section):
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(8, gt=0)
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     amp: Literal["off", "bf16", "fp16"] = "off"  # fp16 only on CUDA (with a gradient scaler)
     channels_last: bool = True
     select_metric: Literal["val_iou", "val_dice", "val_loss"] = "val_iou"  # best.pt is chosen on this
     early_stopping_patience: int = 0  # epochs without improvement of select_metric; 0 = off
-    max_bad_steps: int = 5  # non-finite loss or gradient: skip the step; abort after this many in a row
+    max_bad_steps: int = Field(5, gt=0)  # non-finite loss or gradient: skip the step; abort after this many in a row
     compile: bool = False  # torch.compile the model (slow first epoch, faster after; CUDA mostly)
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over all ranks' batches
-    overlay_every: int = 10  # log validation overlays to W&B every N epochs; 0 = never
+    overlay_every: int = Field(10, ge=0)  # log validation overlays to W&B every N epochs; 0 = never
 
 
-@dataclass
-class EvalConfig:
-    threshold: float = 0.5
+class EvalConfig(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1)
     region: Literal["skin", "image"] = "skin"  # pixels the metrics are computed on
-    tolerance_px: int = 2  # for tolerant precision/recall/F1: annotators disagree by a few pixels
-    batch_size: int = 4
+    tolerance_px: int = Field(2, ge=0)  # for tolerant precision/recall/F1: annotators disagree by a few pixels
+    batch_size: int = Field(4, gt=0)
 
 
-@dataclass
-class FaceConfig:
+class FaceConfig(_Section):
     # How predict.py brings a photo into the training frame; set it to how the training faces were made.
     align: Literal["ffhq", "none"] = "ffhq"  # ffhq: FFHQ crop from face-mesh eye/mouth landmarks; none: photo padded to a square
     skin: Literal["mesh", "bisenet", "none"] = "mesh"  # mesh: face oval minus eyes/brows/lips; bisenet: parsed classes; none: whole crop
-    crop_scale: float = 1.0  # align ffhq: enlarge FFHQ's crop by this; `python -m face.calibrate DIR` measures it on training faces
+    crop_scale: float = Field(
+        1.0, ge=0.5, le=2
+    )  # align ffhq: enlarge FFHQ's crop by this; `python -m face.calibrate DIR` measures it on training faces
     multiple_faces: Literal["largest", "skip"] = "largest"  # several faces in a photo: use the largest, or skip the photo
-    min_score: float = 0.5  # detection and face-presence scores below this are not faces
+    min_score: float = Field(0.5, gt=0, lt=1)  # detection and face-presence scores below this are not faces
     mesh_models: str = ""  # folder of the face-mesh .tflite files; "" = models/face_mesh (make install)
     bisenet_weights: str = ""  # skin=bisenet: path to face-parsing.PyTorch's 79999_iter.pth
-    skin_classes: list[int] = field(default_factory=lambda: [1, 10])  # skin=bisenet: classes that are skin
+    skin_classes: list[int] = [1, 10]  # skin=bisenet: classes that are skin
+
+    @model_validator(mode="after")
+    def _rules(self) -> FaceConfig:
+        return self._check(self.skin != "bisenet" or bool(self.skin_classes), "skin_classes", "at least one class with skin bisenet")
 
 
-@dataclass
-class LoggingConfig:
+class LoggingConfig(_Section):
     wandb: Literal["online", "offline", "disabled"] = "offline"  # WANDB_MODE overrides; no API key -> offline
     project: str = "wrinkle-segmentation"
-    entity: Optional[str] = None
+    entity: str | None = None
 
 
-@dataclass
-class Config:
-    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    face: FaceConfig = field(default_factory=FaceConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+class Config(_Section):
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    face: FaceConfig = Field(default_factory=FaceConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _rules(self) -> Config:
+        side, name = (self.data.patch_size, "data.patch_size") if self.data.patch_size else (self.data.image_size, "data.image_size")
+        return self._check(
+            self.train.batch_size > 1 or side > 32,
+            "",  # the model pads to a multiple of 32, so only 32 px gives 1 x 1
+            f"train.batch_size=1 with {name}={side}: the encoder's deepest BatchNorm (1/32 of the side) would see "
+            "one value per channel; use train.batch_size >= 2 or a size above 32",
+        )
 
 
 # ----------------------------------------------------------------------------------------------
-# Typed conversion: plain data (YAML) -> dataclasses, with errors that name the key.
+# Plain data (YAML files, dotted overrides, checkpoints) <-> Config, with one-line errors naming the key.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -211,145 +271,96 @@ def _clip(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against type `tp` and convert it (dicts to dataclasses, ints to floats)."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{key}: {_show(value)} is not valid; choose one of {', '.join(map(str, choices))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
+def _schema_at(loc: tuple) -> Any:
+    """The annotation at `loc` (("data", "sources", 0, "seed")) in the schema; None off it."""
+    tp = Config
+    for part in loc:
+        if _is_section(tp) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+        elif typing.get_origin(tp) is list and isinstance(part, int):
+            tp = typing.get_args(tp)[0]
+        else:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
-        (item_type,) = typing.get_args(tp)
-        return [_convert(item, item_type, f"{key}.{i}") for i, item in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {_show(value)}")
-        return _build(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
-        try:
-            value = float(value)
-        except OverflowError:  # an integer beyond float range (1e309 and up)
-            raise ConfigError(f"{key}: expected a finite number, got {_show(value)}") from None
-        if not math.isfinite(value):  # .inf / .nan would pass every range check below as NaN does
-            raise ConfigError(f"{key}: expected a finite number, got {_show(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {_show(value)}")
-        return value
-    raise TypeError(f"config schema: unsupported type {tp!r} at {key}")
+    return tp
 
 
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a dict, starting from its defaults; unknown keys are errors."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in hints:
-            raise ConfigError(f"unknown config key {_show(full)}; valid keys here: {', '.join(names)}")
-        kwargs[key] = _convert(value, hints[key], full)
-    return cls(**kwargs)
+def _expected(tp: Any, value: Any) -> str:
+    """What a field of type `tp` takes, in words."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # str | None
+        return " or ".join("null" if a is type(None) else _expected(a, value) for a in typing.get_args(tp))
+    if tp is float and type(value) in (int, float):
+        return "a finite number"  # nan, inf, or an integer beyond float range (1e309 and up)
+    words = {int: "an integer", bool: "true or false", float: "a number", str: "a string", list: "a list"}
+    return f"a mapping of {tp.__name__} fields" if _is_section(tp) else words.get(typing.get_origin(tp) or tp, "another value")
 
 
-def _merge(base: dict, update: dict) -> dict:
-    """Recursive dict merge: mappings merge key by key, anything else (lists included) replaces."""
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+_LIMITS = {
+    "greater_than": "be > {gt}",
+    "greater_than_equal": "be >= {ge}",
+    "less_than": "be < {lt}",
+    "less_than_equal": "be <= {le}",
+    "too_short": "have {min_length} or more items",
+    "too_long": "have {max_length} or fewer items",
+}
 
 
-def config_to_dict(cfg: Config) -> dict:
-    """The config as plain data (dicts, lists, scalars): YAML- and checkpoint-safe."""
-    return dataclasses.asdict(cfg)
+def _describe(error: ValidationError) -> str:
+    """Pydantic's first error in one line naming the dotted key, and how many more there are."""
+    problems = error.errors(include_url=False)
+    kind, loc, value, ctx = problems[0]["type"], tuple(problems[0]["loc"]), problems[0]["input"], problems[0].get("ctx", {})
+    key = _clip(".".join(map(str, loc)))
+    if kind == "config_rule":  # raised by _Section._check
+        where = ".".join(part for part in (key, ctx["key"]) if part)
+        text = f"{where}: {ctx['message']}" if where else ctx["message"]
+    elif kind in ("extra_forbidden", "invalid_key"):  # invalid_key: not a string (train: {1: 2})
+        text = f"unknown config key {key!r}; valid keys here: {', '.join(_schema_at(loc[:-1]).model_fields)}"
+    elif kind == "literal_error":
+        text = f"{key}: {_show(value)} is not valid; choose one of {', '.join(typing.get_args(_schema_at(loc)))}"
+    elif kind in _LIMITS:
+        text = f"{key}: must {_LIMITS[kind].format(**ctx)}, got {_show(value)}"
+    else:
+        text = f"{key or 'the config'}: expected {_expected(_schema_at(loc), value)}, got {_show(value)}"
+    more = len(problems) - 1
+    return text + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-def config_from_dict(values: dict) -> Config:
-    """A Config from plain data (a saved config or a checkpoint's), validated like a file."""
-    cfg = _build(Config, values)
-    validate(cfg)
-    return cfg
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2's core schema (the resolvers below): only true/false are booleans, not yes/no/on/off; 3e-4 is a
+    number; 1_000 and 2024-01-02 are text. A mapping may not repeat a key (YAML 1.1 readers let the second win)."""
+
+    yaml_implicit_resolvers: typing.ClassVar[dict] = {}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[str, int] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in lines:
+                    problem = f"duplicate key {_clip(key.value)!r} (first on line {lines[key.value]})"
+                    raise yaml.constructor.ConstructorError(None, None, problem, key.start_mark)
+                lines[key.value] = key.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:  # YAML 1.1's read 010 as eight
+        text = self.construct_scalar(node)
+        return int(text, 16 if text.startswith("0x") else 8 if text.startswith("0o") else 10)
 
 
-def _set_dotted(tree: Any, dotted: str, value: Any) -> None:
-    """Set `a.b.0.c` in nested dicts/lists, naming the key when a step does not exist."""
-    parts = dotted.split(".")
-    node = tree
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        where = _clip(".".join(parts[: depth + 1]))
-        if isinstance(node, list):
-            # ASCII digits only ("²".isdigit() is true, int("²") fails), and few of them (int() refuses 4300+)
-            if not (part.isascii() and part.isdigit() and len(part) <= 9) or int(part) >= len(node):
-                raise ConfigError(f"{where}: no list item {_show(part)} (the list has {len(node)} items)")
-            index = int(part)
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-        elif isinstance(node, dict):
-            if part not in node:
-                parent = _clip(".".join(parts[:depth])) or "the top level"
-                # map(str): an override can put a mapping with non-string keys here (train={1: 2})
-                raise ConfigError(f"unknown config key {where!r}; valid keys in {parent}: {', '.join(map(str, node))}")
-            if last:
-                node[part] = value
-            else:
-                node = node[part]
-        else:
-            raise ConfigError(f"{where}: {_clip('.'.join(parts[:depth]))} is a value, not a section")
+for _tag, _pattern, _first in [
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    ("float", r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)", "-+.0123456789"),
+    ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+]:
+    _Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), list(_first))
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _Yaml12Loader.construct_yaml_int)
 
 
-# What yaml.safe_load raises on bad text: YAMLError, and from its constructors ValueError (a date
-# "2024-13-45", an integer of 4300+ digits, "!!float x") and RecursionError (thousands of nested "[").
+# What parsing raises on bad text: YAMLError, and from its constructors ValueError (a date
+# "!!timestamp 2024-13-45", an integer of 4300+ digits, "!!float x") and RecursionError (thousands of nested "[").
 _YAML_FAULTS = (yaml.YAMLError, ValueError, RecursionError)
 
 
@@ -387,8 +398,64 @@ def _read_config_text(path: Path) -> str:
         ) from err
 
 
+def _merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: mappings merge key by key, anything else (lists included) replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The config as plain data (dicts, lists, scalars): YAML- and checkpoint-safe."""
+    return cfg.model_dump()
+
+
+def config_from_dict(values: dict) -> Config:
+    """A Config from plain data (a saved config or a checkpoint's), validated like a file."""
+    try:
+        return Config.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from err
+
+
+def validate(cfg: Config) -> None:
+    """Check a Config again, e.g. after code changed its attributes (assignments are not checked)."""
+    config_from_dict(config_to_dict(cfg))
+
+
+def _set_dotted(tree: Any, dotted: str, value: Any) -> None:
+    """Set `a.b.0.c` in nested dicts/lists, naming the key when a step does not exist. A key the schema knows
+    that the data lacks (a list item written without it: data.sources.0.seed) starts from its default."""
+    parts, node, loc = dotted.split("."), tree, []
+    for depth, part in enumerate(parts):
+        where = _clip(".".join(parts[: depth + 1]))
+        if isinstance(node, list):
+            # ASCII digits only ("²".isdigit() is true, int("²") fails), and few of them (int() refuses 4300+)
+            if not (part.isascii() and part.isdigit() and len(part) <= 9) or int(part) >= len(node):
+                raise ConfigError(f"{where}: no list item {_show(part)} (the list has {len(node)} items)")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{where}: {_clip('.'.join(parts[:depth]))} is a value, not a section")
+        elif part not in node:
+            section, parent = _schema_at(tuple(loc)), _clip(".".join(parts[:depth])) or "the top level"
+            if not (_is_section(section) and part in section.model_fields):
+                # map(str): an override can put a mapping with non-string keys here (model.encoder={1: 2})
+                valid = ", ".join(map(str, section.model_fields if _is_section(section) else node))
+                raise ConfigError(f"unknown config key {where!r}; valid keys in {parent}: {valid}")
+            node[part] = to_jsonable_python(section.model_fields[part].get_default(call_default_factory=True))
+        loc.append(part)
+        if depth == len(parts) - 1:
+            node[part] = value
+        else:
+            node = node[part]
+
+
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
-    """Apply `key=value` strings (values parsed as YAML: 3, 1e-4, null, [1, 2], text) to plain data."""
+    """Apply `key=value` strings to plain data; values are YAML 1.2 (3, 1e-4, null, off, [1, 2], text)."""
     values = _merge({}, values)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -397,7 +464,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         if not key.isprintable():  # keys are echoed in messages, which must stay one line
             raise ConfigError(f"override {_show(item)}: the key has control characters (a newline or tab?)")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.load(raw, Loader=_Yaml12Loader)
         except _YAML_FAULTS as err:
             raise ConfigError(f"{_clip(key)}: cannot parse value {_show(raw)} ({_yaml_problem(err)})") from err
         _set_dotted(values, key.strip(), value)
@@ -406,71 +473,18 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
     """Defaults, then `base` (e.g. a checkpoint's config), then the YAML file, then dotted overrides."""
-    values = config_to_dict(Config())
-    if base is not None:
-        values = _merge(values, config_to_dict(config_from_dict(base)))
+    values = config_to_dict(Config() if base is None else config_from_dict(base))
     if path is not None:
         path = Path(path)
         text = _read_config_text(path)
         try:
-            loaded = yaml.safe_load(text) or {}
+            loaded = yaml.load(text, Loader=_Yaml12Loader) or {}
         except _YAML_FAULTS as err:
             raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from err
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        _build(Config, loaded)  # reject unknown keys and bad types with the file's own key names
         values = _merge(values, loaded)
-    values = apply_overrides(values, overrides or [])
-    return config_from_dict(values)
-
-
-def validate(cfg: Config) -> None:
-    """Checks across fields and value ranges that types alone cannot express."""
-
-    def require(ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(message)
-
-    d, s = cfg.data, cfg.data.split
-    require(len(d.sources) > 0, "data.sources: at least one source is needed")
-    require(d.image_size >= 32, f"data.image_size: must be at least 32, got {d.image_size}")
-    require(d.train_mask_dilation >= 0, "data.train_mask_dilation: must be >= 0")
-    require(d.num_workers >= 0, "data.num_workers: must be >= 0")
-    for i, src in enumerate(d.sources):
-        require(src.n_images > 0, f"data.sources.{i}.n_images: must be positive")
-        require(src.kind in ("synthetic", "folder") or src.images is not None, f"data.sources.{i}.images: the FFHQ image folder is needed for {src.kind}")
-    require(0 <= s.val_fraction < 1 and 0 <= s.test_fraction < 1, "data.split: fractions must be in [0, 1)")
-    require(s.val_fraction + s.test_fraction < 1, "data.split: val_fraction + test_fraction must be below 1")
-    require(len(d.augment.noise_std_range) == 2, "data.augment.noise_std_range: expected [low, high]")
-    require(d.patch_size == 0 or 32 <= d.patch_size <= d.image_size, "data.patch_size: 0 (off) or between 32 and data.image_size")
-    require(0 <= d.patch_wrinkle_fraction <= 1, "data.patch_wrinkle_fraction: must be in [0, 1]")
-    require(s.method != "files" or s.test_ids_file is not None, "data.split.test_ids_file: needed with method files")
-    require(1 <= len(cfg.model.decoder_channels) <= 5, "model.decoder_channels: 1 to 5 widths")
-    require(all(c > 0 for c in cfg.model.decoder_channels), "model.decoder_channels: widths must be positive")
-    require(0 <= cfg.model.dropout < 1, "model.dropout: must be in [0, 1)")
-    require(cfg.model.unfrozen_stages >= 0, "model.unfrozen_stages: must be >= 0")
-    require(0 <= cfg.loss.focal_alpha <= 1, "loss.focal_alpha: must be in [0, 1]")
-    require(cfg.loss.dice_weight >= 0 and cfg.loss.focal_weight >= 0, "loss: weights must be >= 0")
-    require(cfg.loss.dice_weight + cfg.loss.focal_weight > 0, "loss: dice_weight + focal_weight must be positive")
-    require(cfg.optim.lr > 0, "optim.lr: must be positive")
-    require(len(cfg.optim.betas) == 2, "optim.betas: expected [beta1, beta2]")
-    require(cfg.train.epochs > 0, "train.epochs: must be positive")
-    require(cfg.train.batch_size > 0, "train.batch_size: must be positive")
-    side = d.patch_size or d.image_size
-    require(cfg.train.batch_size > 1 or side > 32,  # the model pads to a multiple of 32, so only 32 px gives 1 x 1
-            f"train.batch_size=1 with {'data.patch_size' if d.patch_size else 'data.image_size'}={side}: the encoder's deepest "
-            "BatchNorm (1/32 of the side) would see one value per channel; use train.batch_size >= 2 or a size above 32")
-    require(cfg.train.max_bad_steps > 0, "train.max_bad_steps: must be positive")
-    require(cfg.train.overlay_every >= 0, "train.overlay_every: must be >= 0")
-    require(cfg.eval.batch_size > 0, "eval.batch_size: must be positive")
-    require(0 < cfg.eval.threshold < 1, "eval.threshold: must be in (0, 1)")
-    require(cfg.eval.tolerance_px >= 0, "eval.tolerance_px: must be >= 0")
-    require(0 < cfg.face.min_score < 1, "face.min_score: must be in (0, 1)")
-    require(0.5 <= cfg.face.crop_scale <= 2, "face.crop_scale: must be in [0.5, 2]")
-    require(cfg.face.skin != "bisenet" or bool(cfg.face.skin_classes), "face.skin_classes: at least one class with skin bisenet")
-    require(0 < cfg.scheduler.factor < 1, "scheduler.factor: must be in (0, 1)")
-    expected_mode = "min" if cfg.scheduler.monitor == "val_loss" else "max"
-    require(cfg.scheduler.mode == expected_mode, f"scheduler.mode: {cfg.scheduler.monitor} needs mode {expected_mode}")
+    return config_from_dict(apply_overrides(values, overrides or []))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

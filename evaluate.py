@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from cli import EXIT_OK, run_cli, setup_logging
+from engine.cli import EXIT_OK, run_cli, setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,8 +32,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", help="a probability, or 'auto' for the threshold chosen on validation (default: eval.threshold)")
     parser.add_argument("--tta", default="none", choices=["none", "hflip"], help="hflip: average with the mirrored prediction")
     parser.add_argument("--baseline", choices=["ridge"], help="score a classical baseline instead of a checkpoint")
-    parser.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/<id>.npz: prob, truth and region of every scored image")
-    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier evaluate.py run in --output (never other files)")
+    parser.add_argument(
+        "--save-probs", action="store_true", help="also write OUTPUT/probs/<id>.npz: prob, truth and region of every scored image"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier evaluate.py run in --output (never other files)"
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. eval.region=image")
     args = parser.parse_args(argv)
@@ -47,13 +51,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from evaluation import evaluate_baseline, evaluate_checkpoint
+    from engine.scoring import evaluate_baseline, evaluate_checkpoint
 
     if args.baseline:
         report = evaluate_baseline(args.output, args.config, args.overrides, args.split, args.checkpoint, args.overwrite)
     else:
-        report = evaluate_checkpoint(args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta, args.save_probs,
-                                     args.overwrite)
+        report = evaluate_checkpoint(
+            args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta, args.save_probs, args.overwrite
+        )
     headline = {k: round(report[k], 4) for k in ("iou", "dice", "precision", "recall", "auc", "tolerant_f1", "cldice", "per_image_iou")}
     print(json.dumps({"n_images": report["n_images"], "threshold": round(report["threshold"], 4), **headline}), file=sys.stderr)
     print(args.output)

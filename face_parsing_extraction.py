@@ -34,8 +34,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cli import EXIT_OK, EXIT_PARTIAL, input_status, list_inputs, run_cli, setup_logging, write_batch, write_summary
-from errors import OutputError
+from engine.cli import EXIT_OK, EXIT_PARTIAL, input_status, list_inputs, run_cli, setup_logging, write_batch, write_summary
+from engine.errors import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="folder for faces/, face_masks/ and summary.csv")
     parser.add_argument("--size", type=int, default=512, help="side of the output crops (default 512)")
     parser.add_argument("--align", default="ffhq", choices=["ffhq", "none"])
-    parser.add_argument("--crop-scale", type=float, default=FaceConfig().crop_scale,
-                        help="enlarge FFHQ's crop by this (default %(default)s, face.crop_scale's; python -m face.calibrate measures it)")
+    parser.add_argument(
+        "--crop-scale",
+        type=float,
+        default=FaceConfig().crop_scale,
+        help="enlarge FFHQ's crop by this (default %(default)s, face.crop_scale's; python -m face.calibrate measures it)",
+    )
     parser.add_argument("--backend", default="mesh", choices=BACKENDS, help="where the skin mask comes from")
     parser.add_argument("--multiple", default="largest", choices=["largest", "skip"], help="photos with several faces")
     parser.add_argument("--min-score", type=float, default=0.5, help="detection and face-presence scores below this are not faces")
@@ -84,8 +88,8 @@ def extract_folder(input_dir: Path, output_dir: Path, cropper, overwrite: bool =
     status row per file. `output_dir` follows `OutputFolder`'s rules; after each photo summary.csv
     lists exactly the photos whose files are written."""
     from data.image_io import ImageReadError, read_rgb
+    from engine.output_folder import OutputFolder
     from face.crop import FaceNotUsable
-    from output_folder import OutputFolder
 
     files = list_inputs(input_dir, recursive)
     output = OutputFolder(output_dir, "face_parsing_extraction.py", overwrite=overwrite, inputs=[input_dir])
@@ -108,8 +112,12 @@ def extract_folder(input_dir: Path, output_dir: Path, cropper, overwrite: bool =
             row.update(status=err.status, n_faces=err.n_faces, message=str(err))
             continue
         names[name] = path
-        row.update(n_faces=crop.n_faces if cropper.mesh is not None else "", height=image.shape[0], width=image.shape[1],
-                   matrix=" ".join(f"{v:.6g}" for v in crop.matrix.ravel()))
+        row.update(
+            n_faces=crop.n_faces if cropper.mesh is not None else "",
+            height=image.shape[0],
+            width=image.shape[1],
+            matrix=" ".join(f"{v:.6g}" for v in crop.matrix.ravel()),
+        )
         images = {f"faces/{name}.png": crop.image * crop.skin[..., None], f"face_masks/{name}.png": crop.skin}
         try:
             write_batch(output, images, rows, SUMMARY_COLUMNS)
@@ -126,11 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     from config import FaceConfig
+    from engine.inference import resolve_device
     from face.crop import FaceCropper
-    from inference import resolve_device
 
-    face = FaceConfig(align=args.align, skin=args.backend, crop_scale=args.crop_scale, multiple_faces=args.multiple, min_score=args.min_score,
-                      mesh_models=args.mesh_models, bisenet_weights=args.weights or "", skin_classes=args.skin_classes)
+    face = FaceConfig(
+        align=args.align,
+        skin=args.backend,
+        crop_scale=args.crop_scale,
+        multiple_faces=args.multiple,
+        min_score=args.min_score,
+        mesh_models=args.mesh_models,
+        bisenet_weights=args.weights or "",
+        skin_classes=args.skin_classes,
+    )
     cropper = FaceCropper(face, args.size, str(resolve_device(args.device)))
     rows = extract_folder(Path(args.input), Path(args.output), cropper, args.overwrite, args.recursive)
     print(args.output)

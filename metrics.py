@@ -75,10 +75,18 @@ def thin_structure_counts(pred: torch.Tensor, target: torch.Tensor, region: torc
     rows = []
     for p, t in zip(pred.cpu().numpy().astype(np.uint8), target.cpu().numpy().astype(np.uint8)):
         skel_p, skel_t = skeleton(p), skeleton(t)
-        rows.append([
-            int((p & dilate(t, tolerance)).sum()), int(p.sum()), int((t & dilate(p, tolerance)).sum()), int(t.sum()),
-            int((skel_p & t).sum()), int(skel_p.sum()), int((skel_t & p).sum()), int(skel_t.sum()),
-        ])
+        rows.append(
+            [
+                int((p & dilate(t, tolerance)).sum()),
+                int(p.sum()),
+                int((t & dilate(p, tolerance)).sum()),
+                int(t.sum()),
+                int((skel_p & t).sum()),
+                int(skel_p.sum()),
+                int((skel_t & p).sum()),
+                int(skel_t.sum()),
+            ]
+        )
     return torch.tensor(rows, dtype=torch.long).reshape(-1, 8)
 
 
@@ -252,8 +260,12 @@ class SegmentationMeter:
         """Everything accumulated, as plain arrays (to gather across processes)."""
         counts, thin = self._stacked()
         return {
-            "counts": counts, "thin": thin, "ids": list(self.ids),
-            "positive": self.histogram.positive, "negative": self.histogram.negative, "invalid": self.histogram.invalid,
+            "counts": counts,
+            "thin": thin,
+            "ids": list(self.ids),
+            "positive": self.histogram.positive,
+            "negative": self.histogram.negative,
+            "invalid": self.histogram.invalid,
         }
 
     def merge_state(self, state: dict) -> None:
@@ -273,7 +285,14 @@ class SegmentationMeter:
         counts, thin = self._stacked()
         scores = {**scores_from_counts(counts), **thin_scores_from_counts(thin)}
         return [
-            {"id": image_id, "tp": int(c[0]), "fp": int(c[1]), "fn": int(c[2]), "tn": int(c[3]), **{k: float(v[i]) for k, v in scores.items()}}
+            {
+                "id": image_id,
+                "tp": int(c[0]),
+                "fp": int(c[1]),
+                "fn": int(c[2]),
+                "tn": int(c[3]),
+                **{k: float(v[i]) for k, v in scores.items()},
+            }
             for i, (image_id, c) in enumerate(zip(self.ids, counts))
         ]
 

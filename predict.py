@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import EXIT_OK, EXIT_PARTIAL, run_cli, setup_logging
+from engine.cli import EXIT_OK, EXIT_PARTIAL, run_cli, setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,11 +50,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--align", choices=["ffhq", "none"], help="override the checkpoint's face.align")
     parser.add_argument("--skin", choices=["mesh", "bisenet", "none"], help="override the checkpoint's face.skin")
     parser.add_argument("--bisenet-weights", help="with skin bisenet: path to 79999_iter.pth")
-    parser.add_argument("--mesh-models", help="folder of the face-mesh .tflite files (default: the checkpoint's face.mesh_models, else models/face_mesh)")
+    parser.add_argument(
+        "--mesh-models", help="folder of the face-mesh .tflite files (default: the checkpoint's face.mesh_models, else models/face_mesh)"
+    )
     parser.add_argument("--save-probs", action="store_true", help="also write probability maps (0-255) to probs/")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--recursive", action="store_true", help="also read the photos in sub-folders (outputs repeat their layout)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier predict.py run in --output (never other files)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier predict.py run in --output (never other files)"
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.face_masks and (args.align or args.skin or args.bisenet_weights or args.mesh_models):
@@ -67,11 +71,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    from prediction import NO_RESULT, predict_folder
+    from engine.segment_photos import NO_RESULT, predict_folder
 
-    face_overrides = {k: v for k, v in (("align", args.align), ("skin", args.skin), ("bisenet_weights", args.bisenet_weights), ("mesh_models", args.mesh_models)) if v}
-    rows = predict_folder(args.checkpoint, args.input, args.output, args.threshold, args.save_probs, args.batch_size, args.face_masks, face_overrides,
-                          overwrite=args.overwrite, recursive=args.recursive)
+    face_overrides = {
+        k: v
+        for k, v in (
+            ("align", args.align),
+            ("skin", args.skin),
+            ("bisenet_weights", args.bisenet_weights),
+            ("mesh_models", args.mesh_models),
+        )
+        if v
+    }
+    rows = predict_folder(
+        args.checkpoint,
+        args.input,
+        args.output,
+        args.threshold,
+        args.save_probs,
+        args.batch_size,
+        args.face_masks,
+        face_overrides,
+        overwrite=args.overwrite,
+        recursive=args.recursive,
+    )
     print(args.output)
     return EXIT_PARTIAL if any(r["status"] in NO_RESULT for r in rows) else EXIT_OK
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from cli import EXIT_OK, run_cli, setup_logging
+from engine.cli import EXIT_OK, run_cli, setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     setup_logging(args.verbose, quiet=rank != 0)  # under torchrun, rank 0 speaks for all
     from config import load_config
-    from training import fit, resume_config
+    from engine.trainer import fit, resume_config
 
     cfg = resume_config(args.resume, args.overrides) if args.resume else load_config(args.config, args.overrides)
     run_dir = fit(cfg, resume=args.resume)

@@ -20,15 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import cv2  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import torch
 
-from config import load_config  # noqa: E402
-from data.dataset import WrinkleDataset  # noqa: E402
-from data.image_io import write_png  # noqa: E402
-from data.sources import folder_samples  # noqa: E402
-from data.synthetic import render_face  # noqa: E402
-from data.transforms import build_train_transform  # noqa: E402
+from config import load_config
+from data.dataset import WrinkleDataset
+from data.image_io import write_png
+from data.sources import folder_samples
+from data.synthetic import render_face
+from data.transforms import build_train_transform
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "ffhq-faces" / "images1024"
 
@@ -71,13 +71,25 @@ def main() -> None:
         root = Path(tmp) / "faces"
         origin = make_source(root, args.images)
         samples = folder_samples(root)
-        common = dict(zero_non_skin=True, mask_dilation=cfg.data.train_mask_dilation)
-        cached = WrinkleDataset(samples, size, build_train_transform(cfg.data.augment, seed=0), cache="disk", cache_dir=Path(tmp) / "cache", **common)
+        common = {"zero_non_skin": True, "mask_dilation": cfg.data.train_mask_dilation}
+        cached = WrinkleDataset(
+            samples, size, build_train_transform(cfg.data.augment, seed=0), cache="disk", cache_dir=Path(tmp) / "cache", **common
+        )
         png = WrinkleDataset(samples, size, build_train_transform(cfg.data.augment, seed=0), cache="none", **common)
         cached_rate = samples_per_second(cached, args.samples)
         png_rate = samples_per_second(png, args.samples)
     print(f"{origin}, {size} px, seed augmentation list, 1 worker: cache {cached_rate:.1f}/s, PNG {png_rate:.1f}/s")
-    print(json.dumps({"cached_samples_per_s": round(cached_rate, 1), "png_samples_per_s": round(png_rate, 1), "speedup": round(cached_rate / png_rate, 2), "image_size": size, "source": origin}))
+    print(
+        json.dumps(
+            {
+                "cached_samples_per_s": round(cached_rate, 1),
+                "png_samples_per_s": round(png_rate, 1),
+                "speedup": round(cached_rate / png_rate, 2),
+                "image_size": size,
+                "source": origin,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def run_one(root: Path, cache: Path, count: int, batch_size: int) -> dict:
 
     from config import load_config
     from data.dataset import make_loader
-    from inference import model_predictor, score_loader
+    from engine.inference import model_predictor, score_loader
     from unet import build_model
 
     cfg = load_config(None, ["model.encoder_weights=null", f"eval.batch_size={batch_size}"])
@@ -76,19 +76,27 @@ def main() -> None:
         dataset_for(root, cache, N_FILES)  # build the disk cache once, outside the timed runs
         results = {}
         for count in (args.small, args.large):
-            out = subprocess.run([sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", str(root), str(cache), str(count)],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", str(root), str(cache), str(count)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             results[count] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{count} images: {results[count]['images_per_s']:.2f} images/s, peak {results[count]['peak_mb']:.0f} MB", flush=True)
     small, large = results[args.small], results[args.large]
-    print(json.dumps({
-        "images_per_s": round(large["images_per_s"], 3),
-        f"peak_mb_{args.small}": round(small["peak_mb"], 1),
-        f"peak_mb_{args.large}": round(large["peak_mb"], 1),
-        "memory_ratio": round(large["peak_mb"] / small["peak_mb"], 3),
-        "image_size": 512,
-        "model": "AttentionUNet ResNet50, fp32, channels-last, CPU",
-    }))
+    print(
+        json.dumps(
+            {
+                "images_per_s": round(large["images_per_s"], 3),
+                f"peak_mb_{args.small}": round(small["peak_mb"], 1),
+                f"peak_mb_{args.large}": round(large["peak_mb"], 1),
+                "memory_ratio": round(large["peak_mb"] / small["peak_mb"], 3),
+                "image_size": 512,
+                "model": "AttentionUNet ResNet50, fp32, channels-last, CPU",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -66,21 +66,26 @@ def main() -> None:
 
     import torch
 
-    from checkpoint import model_state, save_checkpoint
-    from cli import setup_logging
     from config import config_to_dict, load_config
-    from inference import load_model
-    from prediction import predict_folder
+    from engine.checkpoint import model_state, save_checkpoint
+    from engine.cli import setup_logging
+    from engine.inference import load_model
+    from engine.segment_photos import predict_folder
     from unet import build_model
 
     setup_logging(quiet=True)
-    cfg = load_config(None, ["model.encoder_weights=null", "face.align=ffhq", "face.skin=mesh", f"train.channels_last={args.channels_last}"])
+    cfg = load_config(
+        None, ["model.encoder_weights=null", "face.align=ffhq", "face.skin=mesh", f"train.channels_last={args.channels_last}"]
+    )
     photos = photo_paths()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         checkpoint = tmp / "model.pt"
         torch.manual_seed(0)
-        save_checkpoint(checkpoint, {"model": model_state(build_model(cfg.model, encoder_weights=False)), "config": config_to_dict(cfg), "threshold": 0.5})
+        save_checkpoint(
+            checkpoint,
+            {"model": model_state(build_model(cfg.model, encoder_weights=False)), "config": config_to_dict(cfg), "threshold": 0.5},
+        )
         folders = {}
         for passes in (1, 1 + args.repeat):
             folders[passes] = tmp / f"photos_x{passes}"
@@ -102,15 +107,27 @@ def main() -> None:
             # passes of photos, free of every one-time cost (checkpoint, model files, warm-up).
             per_photo.append((totals[1 + args.repeat] - totals[1]) / (len(photos) * args.repeat))
             startup.append(totals[1] - per_photo[-1] * len(photos))
-            print(f"round {round_ + 1}: {len(photos)} photos {totals[1]:.1f} s, x{1 + args.repeat} {totals[1 + args.repeat]:.1f} s", file=sys.stderr)
+            print(
+                f"round {round_ + 1}: {len(photos)} photos {totals[1]:.1f} s, x{1 + args.repeat} {totals[1 + args.repeat]:.1f} s",
+                file=sys.stderr,
+            )
 
     per_photo_s, bare_s, startup_s = statistics.mean(per_photo), statistics.mean(bare), statistics.mean(startup)
     extra = len(photos) * args.repeat * args.rounds
     print(f"per photo {', '.join(f'{p:.3f}' for p in per_photo)} s; bare forward {', '.join(f'{b:.3f}' for b in bare)} s", file=sys.stderr)
-    print(json.dumps({
-        "predict_s_per_photo": round(per_photo_s, 4), "bare_forward_s": round(bare_s, 4), "ratio": round(per_photo_s / bare_s, 3),
-        "startup_s": round(startup_s, 3), "photos_timed": extra, "channels_last": args.channels_last, "torch_threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "predict_s_per_photo": round(per_photo_s, 4),
+                "bare_forward_s": round(bare_s, 4),
+                "ratio": round(per_photo_s / bare_s, 3),
+                "startup_s": round(startup_s, 3),
+                "photos_timed": extra,
+                "channels_last": args.channels_last,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 def bare_step_rate(cfg, batch, channels_last: bool, steps: int) -> float:
     import torch
 
-    from inference import to_model_input
+    from engine.inference import to_model_input
+    from engine.trainer import build_optimizer
     from losses import DiceFocalLoss
-    from training import build_optimizer
     from unet import build_model
 
     torch.manual_seed(0)
@@ -66,16 +66,28 @@ def main() -> None:
     args = parser.parse_args()
 
     from config import load_config
-    from training import Trainer
+    from engine.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         n_train = args.batch_size * (args.steps + 1)
-        cfg = load_config(None, [
-            f"experiment.output_dir={tmp}/runs", "experiment.device=cpu", "logging.wandb=disabled",
-            f"data.sources.0.root={tmp}/faces", f"data.sources.0.n_images={n_train + 4}", f"data.image_size={args.size}",
-            f"data.cache_dir={tmp}/cache", "data.num_workers=0", "data.split.val_fraction=0.1", "data.split.test_fraction=0.1",
-            "model.encoder_weights=null", f"train.batch_size={args.batch_size}", "train.channels_last=true",
-        ])
+        cfg = load_config(
+            None,
+            [
+                f"experiment.output_dir={tmp}/runs",
+                "experiment.device=cpu",
+                "logging.wandb=disabled",
+                f"data.sources.0.root={tmp}/faces",
+                f"data.sources.0.n_images={n_train + 4}",
+                f"data.image_size={args.size}",
+                f"data.cache_dir={tmp}/cache",
+                "data.num_workers=0",
+                "data.split.val_fraction=0.1",
+                "data.split.test_fraction=0.1",
+                "model.encoder_weights=null",
+                f"train.batch_size={args.batch_size}",
+                "train.channels_last=true",
+            ],
+        )
         trainer = Trainer(cfg)
         trainer.train_one_epoch()  # warm-up (first-touch allocations)
         start = time.perf_counter()
@@ -85,18 +97,24 @@ def main() -> None:
         bare_cl = bare_step_rate(cfg, batch, True, args.steps)
         bare_nchw = bare_step_rate(cfg, batch, False, args.steps)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{args.size} px, batch {args.batch_size}: loop {loop_rate:.3f} img/s, bare channels-last {bare_cl:.3f} img/s, bare NCHW {bare_nchw:.3f} img/s")
-    print(json.dumps({
-        "loop_images_per_s": round(loop_rate, 3),
-        "bare_images_per_s": round(bare_cl, 3),
-        "loop_vs_bare": round(loop_rate / bare_cl, 3),
-        "channels_last_speedup": round(bare_cl / bare_nchw, 3),
-        "nchw_images_per_s": round(bare_nchw, 3),
-        "peak_mb": round(peak_mb, 1),
-        "image_size": args.size,
-        "batch_size": args.batch_size,
-        "device": "cpu",
-    }))
+    print(
+        f"{args.size} px, batch {args.batch_size}: loop {loop_rate:.3f} img/s, bare channels-last {bare_cl:.3f} img/s, bare NCHW {bare_nchw:.3f} img/s"
+    )
+    print(
+        json.dumps(
+            {
+                "loop_images_per_s": round(loop_rate, 3),
+                "bare_images_per_s": round(bare_cl, 3),
+                "loop_vs_bare": round(loop_rate / bare_cl, 3),
+                "channels_last_speedup": round(bare_cl / bare_nchw, 3),
+                "nchw_images_per_s": round(bare_nchw, 3),
+                "peak_mb": round(peak_mb, 1),
+                "image_size": args.size,
+                "batch_size": args.batch_size,
+                "device": "cpu",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

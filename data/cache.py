@@ -9,11 +9,8 @@ read; they can be deleted at any time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,8 @@ import numpy as np
 from data.decode import load_sample
 from data.image_io import ImageReadError
 from data.sources import Sample
+from engine.errors import OutputError
+from engine.fileio import atomic_write
 
 CACHE_VERSION = 2
 
@@ -64,7 +63,7 @@ def cached_path(cache_dir: Path, sample: Sample, size: int) -> Path:
     return cache_dir / key[:2] / f"{key}.npy"
 
 
-class CacheWriteError(OSError):
+class CacheWriteError(OutputError):
     """The cache folder cannot take a file (disk full, read-only, ...): the sample itself is fine."""
 
 
@@ -80,16 +79,11 @@ def ensure_cached(cache_dir: Path, sample: Sample, size: int) -> Path:
     if path.is_file():
         return path
     packed = pack(*load_sample(sample, size))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
+        with atomic_write(path) as handle:
             np.save(handle, packed, allow_pickle=False)
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise CacheWriteError(err.errno, f"cannot write {path.parent}: {err.strerror}") from err
+    except OutputError as err:
+        raise CacheWriteError(str(err)) from err
     return path
 
 

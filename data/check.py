@@ -22,8 +22,8 @@ from data.decode import load_sample
 from data.image_io import ImageReadError
 from data.sources import DataError, Sample, configured_sources
 from data.splits import SPLITS, assign_splits
-from errors import OutputError
-from fileio import write_text_atomic
+from engine.errors import OutputError
+from engine.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ def check_data(cfg, workers: int = 4) -> tuple[dict, list[str]]:
             if summary["matched_pairs"] and summary["empty_masks"] == summary["matched_pairs"]:
                 problems.append(f"{name}: every mask is empty (wrong mask folder or threshold?)")
             if summary["inverted_masks"]:
-                problems.append(f"{name}: {len(summary['inverted_masks'])} masks are mostly wrinkle (inverted?): {', '.join(summary['inverted_masks'][:5])}")
+                problems.append(
+                    f"{name}: {len(summary['inverted_masks'])} masks are mostly wrinkle (inverted?): {', '.join(summary['inverted_masks'][:5])}"
+                )
     if split_report is not None:
         report["overlaps"] = split_report.overlaps
         report["left_out_as_duplicates"] = {k: len(v) for k, v in split_report.dropped.items()}
@@ -141,7 +143,11 @@ def write_report(path: Path, report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data.check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
-    parser.add_argument("--output", default="data_check.json", help="JSON report (default: data_check.json; an existing report is replaced, never another file)")
+    parser.add_argument(
+        "--output",
+        default="data_check.json",
+        help="JSON report (default: data_check.json; an existing report is replaced, never another file)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
@@ -156,6 +162,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from cli import run_cli
+    from engine.cli import run_cli
 
     raise SystemExit(run_cli(main))

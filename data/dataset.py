@@ -18,7 +18,7 @@ from data.image_io import ImageReadError
 from data.sources import DataError, Sample, configured_sources
 from data.splits import SPLITS, SplitReport, assign_splits
 from data.transforms import build_train_transform, dilate_mask, wrinkle_patch
-from errors import UnknownNameError
+from engine.errors import UnknownNameError
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -42,7 +42,7 @@ class WrinkleDataset(Dataset):
         self,
         samples: list[Sample],
         image_size: int,
-        transform: "A.Compose | None" = None,
+        transform: A.Compose | None = None,
         zero_non_skin: bool = True,
         mask_dilation: int = 0,
         cache: str = "memory",
@@ -82,8 +82,12 @@ class WrinkleDataset(Dataset):
         with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
             prepared = list(pool.map(prepare, samples))
         if cache_failures:
-            log.warning("data.cache_dir: %d of %d samples could not be cached (%s); they are decoded on every read instead (slower)",
-                        len(cache_failures), len(samples), cache_failures[0])
+            log.warning(
+                "data.cache_dir: %d of %d samples could not be cached (%s); they are decoded on every read instead (slower)",
+                len(cache_failures),
+                len(samples),
+                cache_failures[0],
+            )
         self.samples = [s for s, p in zip(samples, prepared) if p is not None]
         self.entries = [p for p in prepared if p is not None]
         self.skipped = [s.id for s, p in zip(samples, prepared) if p is None]
@@ -119,7 +123,7 @@ class WrinkleDataset(Dataset):
         if self.transform is not None:
             self.transform.set_random_seed(seed)
 
-    def __getitem__(self, key: "int | tuple[int, int]") -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """`key` is an index, or (item_seed, index) from EpochSampler: then the item's augmentation is
         a function of that seed alone, whichever worker or process draws it."""
         if isinstance(key, tuple):
@@ -144,17 +148,17 @@ class WrinkleDataset(Dataset):
         }
 
 
-def split_samples_with_report(cfg: "Config") -> tuple[dict[str, list[Sample]], SplitReport]:
+def split_samples_with_report(cfg: Config) -> tuple[dict[str, list[Sample]], SplitReport]:
     """All configured sources' samples, merged by id and divided into train / val / test."""
     return assign_splits(configured_sources(cfg.data), cfg.data.split)
 
 
-def split_samples(cfg: "Config") -> dict[str, list[Sample]]:
+def split_samples(cfg: Config) -> dict[str, list[Sample]]:
     """The samples of each split (see `split_samples_with_report`)."""
     return split_samples_with_report(cfg)[0]
 
 
-def build_dataset(cfg: "Config", split: str, samples: list[Sample] | None = None, *, training: bool) -> WrinkleDataset:
+def build_dataset(cfg: Config, split: str, samples: list[Sample] | None = None, *, training: bool) -> WrinkleDataset:
     """The dataset of one split; `training` (what the trainer's train split gets, and nothing else) adds
     augmentation, patches and dilated masks. Evaluation passes False for every split, train included."""
     if split not in SPLITS:

@@ -7,7 +7,6 @@ URLs, Google Drive `uc?id=` links, `file://` URLs or local paths (a local mirror
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -17,7 +16,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from errors import WrinkleError
+from engine.errors import WrinkleError
+from engine.fileio import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +27,6 @@ USER_AGENT = "wrinkle-segmentation-data-prepare/1"
 
 class FetchError(WrinkleError):
     """A download that failed or did not verify; the message names the file."""
-
-
-def file_digest(path: Path, algorithm: str = "md5") -> str:
-    """Hex digest of a file's bytes, read in chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def direct_url(url: str) -> str:
@@ -116,7 +107,9 @@ def fetch(url: str, dest: str | Path, size: int | None = None, md5: str | None =
     if size is not None and actual_size != size:
         if actual_size > size:
             part.unlink()
-        raise FetchError(f"{dest.name}: got {actual_size} bytes, expected {size}" + (" (run again to resume)" if actual_size < size else ""))
+        raise FetchError(
+            f"{dest.name}: got {actual_size} bytes, expected {size}" + (" (run again to resume)" if actual_size < size else "")
+        )
     if md5 is not None:
         actual = file_digest(part)
         if actual != md5:

@@ -17,15 +17,38 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from errors import WrinkleError
-from fileio import write_bytes_atomic
+from engine.errors import WrinkleError
+from engine.fileio import write_bytes_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Suffixes of image formats people do bring (phone photos, web images, camera raw files) that the readers
 # refuse, so that a folder listing can say "unsupported format" instead of "not an image file".
 UNSUPPORTED_SUFFIXES = (
-    ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".ico", ".psd", ".svg", ".pbm", ".pgm", ".ppm", ".pnm",
-    ".exr", ".hdr", ".tga", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".raf", ".rw2",
+    ".gif",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jxl",
+    ".jp2",
+    ".j2k",
+    ".ico",
+    ".psd",
+    ".svg",
+    ".pbm",
+    ".pgm",
+    ".ppm",
+    ".pnm",
+    ".exr",
+    ".hdr",
+    ".tga",
+    ".dng",
+    ".cr2",
+    ".cr3",
+    ".nef",
+    ".arw",
+    ".orf",
+    ".raf",
+    ".rw2",
 )
 SUPPORTED_FORMATS_HINT = "use PNG, JPEG, BMP, TIFF or WebP"
 
@@ -61,9 +84,18 @@ _UNSUPPORTED_SIGNATURES = (
     (b"#?RGBE", "Radiance HDR"),
 )
 _HEIF_BRANDS = {  # ISO base media file brands (the `ftyp` box) of still-image formats
-    b"avif": "AVIF", b"avis": "AVIF",
-    b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC", b"hevx": "HEIC", b"hevm": "HEIC", b"hevs": "HEIC",
-    b"mif1": "HEIF", b"msf1": "HEIF",
+    b"avif": "AVIF",
+    b"avis": "AVIF",
+    b"heic": "HEIC",
+    b"heix": "HEIC",
+    b"heim": "HEIC",
+    b"heis": "HEIC",
+    b"hevc": "HEIC",
+    b"hevx": "HEIC",
+    b"hevm": "HEIC",
+    b"hevs": "HEIC",
+    b"mif1": "HEIF",
+    b"msf1": "HEIF",
 }
 _NAMING_BYTES = 1 << 16  # enough for every signature, and for every header Pillow reads to name a format
 _SUPPORTED_PILLOW_NAMES = {"PNG", "JPEG", "MPO", "BMP", "DIB", "TIFF", "WEBP"}

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from data.fetch import FetchError, fetch
-from fileio import atomic_write
+from engine.fileio import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def extract_folder(archive: Path, root: Path, folder: str, password: bytes | Non
         if isinstance(err, FetchError):
             raise
         raise FetchError(f"{archive}: cannot unpack ({err})") from err
-    marker.write_text("ok\n")
+    write_text_atomic(marker, "ok\n")
     return target
 
 
@@ -132,7 +132,9 @@ def fetch_ffhq_images(ids: list[str], images: Path, metadata: dict, mirror: str 
         spec = item["image"]
         relative = PurePosixPath(spec["file_path"]).relative_to("images1024x1024")
         try:
-            fetch(_source(spec["file_url"], spec["file_path"], mirror), images.joinpath(*relative.parts), spec["file_size"], spec["file_md5"])
+            fetch(
+                _source(spec["file_url"], spec["file_path"], mirror), images.joinpath(*relative.parts), spec["file_size"], spec["file_md5"]
+            )
         except FetchError as err:
             failed.append(str(err))
             log.warning("%s", err)
@@ -184,7 +186,9 @@ def prepare_kim(archive: Path, root: Path, images: Path | None = None, mirror: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m data.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="dataset", required=True)
     ffhq = sub.add_parser("ffhq-wrinkle", help="FFHQ-Wrinkle masks, face-parsing labels and their FFHQ images")
     ffhq.add_argument("--root", required=True)
@@ -212,6 +216,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from cli import run_cli
+    from engine.cli import run_cli
 
     raise SystemExit(run_cli(main))

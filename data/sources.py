@@ -22,7 +22,7 @@ import numpy as np
 
 from data.image_io import IMAGE_SUFFIXES, list_images
 from data.synthetic import write_synthetic_dataset
-from errors import UnknownNameError, WrinkleError
+from engine.errors import UnknownNameError, WrinkleError
 
 if TYPE_CHECKING:
     from config import DataConfig, SourceConfig
@@ -127,7 +127,9 @@ def _with_images(kind: str, masks: dict[str, Path], images: str | Path, mask_dir
     return matched
 
 
-def ffhq_wrinkle_samples(root: str | Path, images: str | Path, masks: str = "manual", skin_classes: tuple[int, ...] = (1, 10)) -> list[Sample]:
+def ffhq_wrinkle_samples(
+    root: str | Path, images: str | Path, masks: str = "manual", skin_classes: tuple[int, ...] = (1, 10)
+) -> list[Sample]:
     """FFHQ-Wrinkle: masks by FFHQ id, BiSeNet label maps for skin (ids without one: whole image)."""
     root = Path(root)
     mask_dir = root / ("manual_wrinkle_masks" if masks == "manual" else "weak_wrinkle_masks")
@@ -137,8 +139,13 @@ def ffhq_wrinkle_samples(root: str | Path, images: str | Path, masks: str = "man
     samples = []
     for sample_id, image in matched.items():
         label_map = labels / f"{sample_id}.npy"
-        samples.append(Sample(sample_id, image, mask_index[sample_id], label_map if label_map.is_file() else None, "ffhq_wrinkle", tuple(skin_classes)))
-    _report(f"ffhq_wrinkle: ids without face-parsing labels in {labels} (whole image counts as skin)", [s.id for s in samples if s.face_mask is None])
+        samples.append(
+            Sample(sample_id, image, mask_index[sample_id], label_map if label_map.is_file() else None, "ffhq_wrinkle", tuple(skin_classes))
+        )
+    _report(
+        f"ffhq_wrinkle: ids without face-parsing labels in {labels} (whole image counts as skin)",
+        [s.id for s in samples if s.face_mask is None],
+    )
     return samples
 
 
@@ -170,7 +177,7 @@ def vanijan_samples(root: str | Path, images: str | Path) -> list[Sample]:
     return [Sample(i, image, masks[i], None, "vanijan", mask_crop=crops[i]) for i, image in matched.items()]
 
 
-def source_samples(src: "SourceConfig", image_size: int) -> list[Sample]:
+def source_samples(src: SourceConfig, image_size: int) -> list[Sample]:
     """The samples of one configured source; a synthetic source is generated first when missing or stale."""
     if src.kind == "synthetic":
         write_synthetic_dataset(src.root, src.n_images, image_size, image_size, src.seed, workers=2)
@@ -186,7 +193,7 @@ def source_samples(src: "SourceConfig", image_size: int) -> list[Sample]:
     raise UnknownNameError(f"data.sources kind {src.kind!r}; valid: {', '.join(SOURCE_KINDS)}")
 
 
-def configured_sources(cfg: "DataConfig") -> list[tuple[str, list[Sample]]]:
+def configured_sources(cfg: DataConfig) -> list[tuple[str, list[Sample]]]:
     """(name, samples) of every configured source, in order; names are "<index>:<kind>" and each
     sample's `source` is set to its source's name."""
     named = []

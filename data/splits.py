@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from data.fetch import file_digest
 from data.sources import DataError, Sample
+from engine.fileio import file_digest
 
 if TYPE_CHECKING:
     from config import SplitConfig
@@ -116,7 +116,11 @@ def _clash_error(first_source: str, later_source: str, clashes: list[tuple[Sampl
             "give the images distinct names (rename the image with its mask and face mask in one source), "
             "or, if they are the same face, remove it from one of the sources"
         )
-    more = f" (and {len(clashes) - 1} more: {', '.join(x.id for x, _ in clashes[1:6])}{' ...' if len(clashes) > 6 else ''})" if len(clashes) > 1 else ""
+    more = (
+        f" (and {len(clashes) - 1} more: {', '.join(x.id for x, _ in clashes[1:6])}{' ...' if len(clashes) > 6 else ''})"
+        if len(clashes) > 1
+        else ""
+    )
     return DataError(
         f"{key_a} and {key_b} share {len(clashes)} ids whose images differ, e.g. {a.id}: {a.image} and {b.image}{more}; "
         f"an id is one face, so {key_b}'s image would be dropped: {fix}"
@@ -180,7 +184,7 @@ def check_no_leak(splits: dict[str, list[Sample]]) -> None:
             files[image] = (sample.id, split)
 
 
-def assign_splits(sources: list[tuple[str, list[Sample]]], cfg: "SplitConfig") -> tuple[dict[str, list[Sample]], SplitReport]:
+def assign_splits(sources: list[tuple[str, list[Sample]]], cfg: SplitConfig) -> tuple[dict[str, list[Sample]], SplitReport]:
     """Merge the sources by id, split them per `cfg`, check for leaks; returns the splits and a report."""
     report = SplitReport()
     samples = merge_sources(sources, report)

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from data.image_io import write_png
-from errors import WrinkleError
-from fileio import write_text_atomic
+from engine.errors import WrinkleError
+from engine.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ def render_face(seed: int, height: int, width: int, index: int = 0, wrinkles: bo
     """
     if height < MIN_SIDE or width < MIN_SIDE:
         raise SyntheticError(f"synthetic faces need at least {MIN_SIDE}x{MIN_SIDE} pixels, got {height}x{width}")
-    rng, wrinkle_rng, distractor_rng, camera_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
-    )
+    rng, wrinkle_rng, distractor_rng, camera_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4))
     H, W = height, width
     s = min(H, W)
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -216,7 +214,9 @@ def render_face(seed: int, height: int, width: int, index: int = 0, wrinkles: bo
     image[lip_mask > 0] = lip_color
     for side in (-1, 1):  # nostrils: small dark shapes that belong to the nose (skin)
         nx, ny = face.point(side * 0.09, 0.30)
-        cv2.ellipse(image, (int(nx), int(ny)), (max(int(0.05 * face.rx), 1), max(int(0.025 * face.ry), 1)), 0, 0, 360, (tone * 0.45).tolist(), -1)
+        cv2.ellipse(
+            image, (int(nx), int(ny)), (max(int(0.05 * face.rx), 1), max(int(0.025 * face.ry), 1)), 0, 0, 360, (tone * 0.45).tolist(), -1
+        )
     features = (eye_mask | brow_mask | lip_mask).astype(bool)
 
     # Hair: a cap over the top of the head with a wavy hairline.
@@ -246,7 +246,9 @@ def render_face(seed: int, height: int, width: int, index: int = 0, wrinkles: bo
         su = distractor_rng.uniform(-0.6, 0.6)
         start = (su, hairline[int(np.clip(face.cy - 0.6 * face.ry, 0, H - 1)), int(np.clip(face.point(su, 0)[0], 0, W - 1))] - 0.02)
         end = (su + distractor_rng.uniform(-0.5, 0.5), start[1] + distractor_rng.uniform(0.3, 0.9))
-        _draw_centerline(strands, _curve(distractor_rng, face, start, end, distractor_rng.uniform(-0.15, 0.15), 0.02, n=32), np.full(32, 1.0))
+        _draw_centerline(
+            strands, _curve(distractor_rng, face, start, end, distractor_rng.uniform(-0.15, 0.15), 0.02, n=32), np.full(32, 1.0)
+        )
     strands = _thicken(strands, int(distractor_rng.choice([1, 2], p=[0.7, 0.3])))
     background_lines = np.zeros((H, W), np.float32)
     for _ in range(distractor_rng.integers(0, 4) if distractors else 0):
@@ -327,16 +329,14 @@ def foreign_files(root: Path) -> list[str]:
     found = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()
-        if path.is_dir() and relative in SUBFOLDERS or relative == MANIFEST_NAME or path.name.startswith("."):
+        if (path.is_dir() and relative in SUBFOLDERS) or relative == MANIFEST_NAME or path.name.startswith("."):
             continue
         if not ours.fullmatch(relative):
             found.append(relative)
     return found
 
 
-def write_synthetic_dataset(
-    root: str | Path, n_images: int, height: int, width: int, seed: int, workers: int = 0
-) -> Path:
+def write_synthetic_dataset(root: str | Path, n_images: int, height: int, width: int, seed: int, workers: int = 0) -> Path:
     """Write images/, masks/ and face_masks/ PNGs for `n_images` faces; the manifest is written last.
 
     Files are named `synth_NNNNN.png`. A data set already complete with the same parameters is kept.
@@ -349,8 +349,10 @@ def write_synthetic_dataset(
         raise SyntheticError(f"synthetic faces: need n >= 1 and at least {MIN_SIDE}x{MIN_SIDE} pixels, got n={n_images}, {width}x{height}")
     foreign = foreign_files(root)
     if foreign:
-        raise SyntheticError(f"{root}: holds files that are not synthetic faces (e.g. {foreign[0]}); "
-                             "synthetic data is (re)generated only into a new folder or one it wrote itself")
+        raise SyntheticError(
+            f"{root}: holds files that are not synthetic faces (e.g. {foreign[0]}); "
+            "synthetic data is (re)generated only into a new folder or one it wrote itself"
+        )
     (root / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted run must not look complete
     for sub in SUBFOLDERS:
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -405,6 +407,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from cli import run_cli
+    from engine.cli import run_cli
 
     raise SystemExit(run_cli(main))

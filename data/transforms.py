@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from config import AugmentConfig
 
 
-def build_train_transform(cfg: "AugmentConfig", seed: int | None = None) -> "A.Compose | None":
+def build_train_transform(cfg: AugmentConfig, seed: int | None = None) -> A.Compose | None:
     """The seed's augmentation list; None when augmentation is off.
 
     Geometric transforms move the image, the wrinkle mask and the skin mask together (nearest-neighbour

@@ -64,7 +64,9 @@ def warp_to_face(image: np.ndarray, matrix: np.ndarray, size: int, border: int =
 def warp_to_photo(array: np.ndarray, matrix: np.ndarray, photo_shape: tuple[int, int], interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Map an aligned-frame array back onto the photo (height, width); pixels outside the crop get 0."""
     height, width = photo_shape[:2]
-    return cv2.warpAffine(array, matrix, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        array, matrix, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def square_affine(height: int, width: int, size: int) -> np.ndarray:

@@ -18,8 +18,25 @@ from torchvision.models import resnet18
 from unet.unet_model import WeightsError, WeightsNotFound, load_weights_file
 
 CLASSES = (
-    "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
-    "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
+    "background",
+    "skin",
+    "l_brow",
+    "r_brow",
+    "l_eye",
+    "r_eye",
+    "eye_g",
+    "l_ear",
+    "r_ear",
+    "ear_r",
+    "nose",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "neck",
+    "neck_l",
+    "cloth",
+    "hair",
+    "hat",
 )
 SKIN_CLASSES = (1, 10)  # skin and nose, as FFHQ-Wrinkle counts skin
 INPUT_SIZE = 512
@@ -150,7 +167,9 @@ def load_bisenet(path: str | Path, device: torch.device | str = "cpu") -> BiSeNe
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError:  # strict=False still refuses tensors of the wrong shape
         reshaped = [k for k, v in model.state_dict().items() if k in state and getattr(state[k], "shape", None) != v.shape]
-        raise WeightsError(f"{path}: not a BiSeNet face-parsing checkpoint ({len(reshaped)} tensors of the wrong shape, e.g. {reshaped[:2]}); {REDOWNLOAD_HELP}") from None
+        raise WeightsError(
+            f"{path}: not a BiSeNet face-parsing checkpoint ({len(reshaped)} tensors of the wrong shape, e.g. {reshaped[:2]}); {REDOWNLOAD_HELP}"
+        ) from None
     if missing or unexpected:
         raise WeightsError(
             f"{path}: not a BiSeNet face-parsing checkpoint ({len(missing)} keys missing, e.g. {missing[:2]}; "
@@ -166,7 +185,9 @@ def parse_face(model: BiSeNet, image: np.ndarray) -> np.ndarray:
 
     device = next(model.parameters()).device
     height, width = image.shape[:2]
-    resized = cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA if max(height, width) > INPUT_SIZE else cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA if max(height, width) > INPUT_SIZE else cv2.INTER_LINEAR
+    )
     x = torch.from_numpy(resized).permute(2, 0, 1)[None].float().div(255).to(device)
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)

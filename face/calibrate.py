@@ -30,7 +30,8 @@ def find_images(folders: list[Path]) -> list[Path]:
     for folder in folders:
         folder = Path(folder)
         found += sorted(
-            p for p in folder.rglob("*")
+            p
+            for p in folder.rglob("*")
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         )
     return found
@@ -95,6 +96,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from cli import run_cli
+    from engine.cli import run_cli
 
     raise SystemExit(run_cli(main))

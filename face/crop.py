@@ -125,4 +125,3 @@ def load_mask_crop(image: np.ndarray, skin: np.ndarray, size: int) -> FaceCrop:
     crop = resize_rgb(pad_to_square(image), size, size)
     crop_skin = resize_mask(pad_to_square(skin.astype(bool)), size, size, thin=False)
     return FaceCrop(crop, crop_skin, square_affine(height, width, size), (height, width), photo_skin_mask=skin)
-

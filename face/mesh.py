@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from errors import WrinkleError
+from engine.errors import WrinkleError
 from face.mesh_models import MeshModelsCorrupt, default_dir, find_models, refetch_help
 
 if TYPE_CHECKING:
@@ -58,7 +58,9 @@ def ssd_anchors() -> np.ndarray:
     return np.concatenate(anchors).astype(np.float32)
 
 
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_limit: float) -> list[tuple[np.ndarray, float, np.ndarray]]:
+def weighted_nms(
+    boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_limit: float
+) -> list[tuple[np.ndarray, float, np.ndarray]]:
     """MediaPipe's weighted NMS: overlapping detections are averaged, weighted by score."""
     order = np.argsort(-scores)
     results = []
@@ -101,7 +103,9 @@ class FaceMesh:
         try:
             from ai_edge_litert.interpreter import Interpreter  # imported here: only this backend needs it
         except ImportError as err:
-            raise LiteRTMissing(f"the face mesh runs with LiteRT, which cannot be imported ({err}): pip install -r requirements.txt (ai-edge-litert)") from None
+            raise LiteRTMissing(
+                f"the face mesh runs with LiteRT, which cannot be imported ({err}): pip install -r requirements.txt (ai-edge-litert)"
+            ) from None
 
         paths = find_models(model_dir)  # checks the SHA-256 of the project's copies
         way_out = refetch_help(Path(model_dir) if model_dir else default_dir())  # the folder looked in first
@@ -176,7 +180,9 @@ class FaceMesh:
     def landmarks(self, image: np.ndarray, centre: np.ndarray, size: float, angle: float) -> tuple[np.ndarray, float]:
         """The 468 landmarks (photo pixels) and face-presence score in a rotated square region."""
         to_photo = roi_transform(centre, size, angle, MESH_SIZE)
-        crop = cv2.warpAffine(image, to_photo, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.warpAffine(
+            image, to_photo, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT
+        )
         outputs = {o.size: o for o in self._run(self.mesh, crop.astype(np.float32) / 255.0)}
         points = outputs[468 * 3].reshape(468, 3)[:, :2] - 0.5  # the model's continuous coordinates -> pixel index
         presence = float(1.0 / (1.0 + np.exp(-outputs[1].item())))

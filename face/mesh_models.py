@@ -15,6 +15,7 @@ is checked again each time they are loaded from the folder (about 1 ms).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -23,14 +24,17 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from data.fetch import file_digest
-from errors import WrinkleError
+from engine.errors import WrinkleError
+from engine.fileio import file_digest, write_bytes_atomic
 
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"  # the last release with the legacy face_mesh graph
 # One wheel that exists, whatever Python runs pip (left alone, pip picks the running one's: none for 3.13+).
 WHEEL_TAGS = ("--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--platform", "manylinux_2_28_x86_64")
 MODEL_FILES = {
-    "face_detection_short_range.tflite": ("mediapipe/modules/face_detection/", "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"),
+    "face_detection_short_range.tflite": (
+        "mediapipe/modules/face_detection/",
+        "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    ),
     "face_landmark.tflite": ("mediapipe/modules/face_landmark/", "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"),
 }
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "models" / "face_mesh"
@@ -74,7 +78,7 @@ def _installed_mediapipe_dir() -> Path | None:
     spec = importlib.util.find_spec("mediapipe")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]).parent
+    return Path(next(iter(spec.submodule_search_locations))).parent
 
 
 def check_digests(paths: dict[str, Path]) -> None:
@@ -103,35 +107,51 @@ def find_models(model_dir: str | Path | None = None) -> dict[str, Path]:
     if site is not None and all((site / sub / name).is_file() for name, (sub, _) in MODEL_FILES.items()):
         return {name: site / sub / name for name, (sub, _) in MODEL_FILES.items()}
     command = "`python -m face.mesh_models` (or `make install`)" if _is_default(folder) else f"`python -m face.mesh_models --dir {folder}`"
-    raise MeshModelsMissing(f"face-mesh models not found in {folder}: run {command}, which takes them from the {MEDIAPIPE_WHEEL} wheel on PyPI")
+    raise MeshModelsMissing(
+        f"face-mesh models not found in {folder}: run {command}, which takes them from the {MEDIAPIPE_WHEEL} wheel on PyPI"
+    )
 
 
 def extract_from_wheel(wheel: Path, target: Path) -> None:
     """Copy the two model files out of a mediapipe wheel into `target`, checking their SHA-256;
-    each file is written to a temporary name and renamed, so a failure leaves nothing half-written."""
-    target.mkdir(parents=True, exist_ok=True)
+    each file is checked in memory and written atomically, so a failure leaves nothing half-written."""
     try:
         archive = zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, OSError) as err:
-        raise MeshModelsCorrupt(f"{wheel}: not a readable wheel ({err}); pass a {MEDIAPIPE_WHEEL} wheel, or leave out --wheel to download it") from None
+        raise MeshModelsCorrupt(
+            f"{wheel}: not a readable wheel ({err}); pass a {MEDIAPIPE_WHEEL} wheel, or leave out --wheel to download it"
+        ) from None
     with archive:
         for name, (sub, expected) in MODEL_FILES.items():
-            partial = target / f".{name}.partial"
             try:
-                with archive.open(sub + name) as source, open(partial, "wb") as out:
-                    out.write(source.read())
+                data = archive.read(sub + name)
             except KeyError:
-                raise MeshModelsCorrupt(f"{wheel}: has no {sub + name}; pass a {MEDIAPIPE_WHEEL} wheel, or leave out --wheel to download it") from None
-            actual = file_digest(partial, "sha256")
+                raise MeshModelsCorrupt(
+                    f"{wheel}: has no {sub + name}; pass a {MEDIAPIPE_WHEEL} wheel, or leave out --wheel to download it"
+                ) from None
+            actual = hashlib.sha256(data).hexdigest()
             if actual != expected:
-                partial.unlink()
-                raise MeshModelsCorrupt(f"{wheel}: {name} has SHA-256 {actual}, expected {expected}; use the {MEDIAPIPE_WHEEL} wheel from PyPI")
-            os.replace(partial, target / name)
+                raise MeshModelsCorrupt(
+                    f"{wheel}: {name} has SHA-256 {actual}, expected {expected}; use the {MEDIAPIPE_WHEEL} wheel from PyPI"
+                )
+            write_bytes_atomic(target / name, data)
 
 
 def pip_download_command(dest: str | Path) -> list[str]:
     """The pip command that downloads the one pinned mediapipe wheel (no dependencies) into `dest`."""
-    return [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", *WHEEL_TAGS, "-d", str(dest), MEDIAPIPE_WHEEL]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        *WHEEL_TAGS,
+        "-d",
+        str(dest),
+        MEDIAPIPE_WHEEL,
+    ]
 
 
 def fetch(target: Path) -> None:
@@ -146,7 +166,9 @@ def fetch(target: Path) -> None:
             ) from None
         wheels = sorted(Path(tmp).glob("mediapipe-*.whl"))
         if not wheels:
-            raise MeshModelsFetchError(f"`pip download {MEDIAPIPE_WHEEL}` gave no wheel; download it elsewhere and pass it with --wheel FILE")
+            raise MeshModelsFetchError(
+                f"`pip download {MEDIAPIPE_WHEEL}` gave no wheel; download it elsewhere and pass it with --wheel FILE"
+            )
         extract_from_wheel(wheels[0], target)
 
 

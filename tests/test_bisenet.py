@@ -7,18 +7,32 @@ import pytest
 import torch
 
 from data.image_io import read_rgb
-from errors import WrinkleError
+from engine.errors import WrinkleError
 from face.bisenet import BiSeNet, load_bisenet, parse_face, skin_mask
 from unet.unet_model import WeightsError
 
 # A sample of the key names in face-parsing.PyTorch's published 79999_iter.pth.
 PUBLISHED_KEYS = [
-    "cp.resnet.conv1.weight", "cp.resnet.bn1.running_var", "cp.resnet.layer1.0.conv1.weight",
-    "cp.resnet.layer2.0.downsample.0.weight", "cp.resnet.layer4.1.bn2.bias",
-    "cp.arm16.conv.conv.weight", "cp.arm16.conv_atten.weight", "cp.arm16.bn_atten.running_mean",
-    "cp.arm32.conv.bn.weight", "cp.conv_head32.conv.weight", "cp.conv_head16.bn.bias", "cp.conv_avg.conv.weight",
-    "ffm.convblk.conv.weight", "ffm.convblk.bn.running_mean", "ffm.conv1.weight", "ffm.conv2.weight",
-    "conv_out.conv.conv.weight", "conv_out.conv_out.weight", "conv_out16.conv.bn.weight", "conv_out32.conv_out.weight",
+    "cp.resnet.conv1.weight",
+    "cp.resnet.bn1.running_var",
+    "cp.resnet.layer1.0.conv1.weight",
+    "cp.resnet.layer2.0.downsample.0.weight",
+    "cp.resnet.layer4.1.bn2.bias",
+    "cp.arm16.conv.conv.weight",
+    "cp.arm16.conv_atten.weight",
+    "cp.arm16.bn_atten.running_mean",
+    "cp.arm32.conv.bn.weight",
+    "cp.conv_head32.conv.weight",
+    "cp.conv_head16.bn.bias",
+    "cp.conv_avg.conv.weight",
+    "ffm.convblk.conv.weight",
+    "ffm.convblk.bn.running_mean",
+    "ffm.conv1.weight",
+    "ffm.conv2.weight",
+    "conv_out.conv.conv.weight",
+    "conv_out.conv_out.weight",
+    "conv_out16.conv.bn.weight",
+    "conv_out32.conv_out.weight",
 ]
 
 

@@ -21,8 +21,18 @@ def test_shipped_configs_load():
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config(None, ["train.epochs=3", "model.encoder=resnet18", "optim.lr=3e-4", "model.encoder_weights=null",
-                             "model.decoder_channels=[64, 32, 16]", "data.sources.0.root=/tmp/x", "train.amp=bf16"])
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "model.encoder=resnet18",
+            "optim.lr=3e-4",
+            "model.encoder_weights=null",
+            "model.decoder_channels=[64, 32, 16]",
+            "data.sources.0.root=/tmp/x",
+            "train.amp=bf16",
+        ],
+    )
     assert cfg.train.epochs == 3 and cfg.model.encoder == "resnet18" and cfg.optim.lr == pytest.approx(3e-4)
     assert cfg.model.encoder_weights is None and cfg.model.decoder_channels == [64, 32, 16]
     assert cfg.data.sources[0].root == "/tmp/x" and cfg.train.amp == "bf16"
@@ -83,7 +93,10 @@ def test_round_trip_through_plain_data_and_yaml():
     assert config_from_dict(config_to_dict(Config())) == Config()
 
 
-@pytest.mark.parametrize("override", ["optim.lr=.inf", "optim.lr=inf", "optim.lr=nan", "loss.focal_alpha=.nan", "optim.betas=[0.9, .inf]", "scheduler.min_lr=-.inf"])
+@pytest.mark.parametrize(
+    "override",
+    ["optim.lr=.inf", "optim.lr=inf", "optim.lr=nan", "loss.focal_alpha=.nan", "optim.betas=[0.9, .inf]", "scheduler.min_lr=-.inf"],
+)
 def test_non_finite_numbers_are_refused(override, tmp_path):
     key = override.partition("=")[0]
     with pytest.raises(ConfigError, match=f"{key.replace('.', '[.]')}.* expected a finite number"):
@@ -131,13 +144,14 @@ def test_a_config_path_that_is_a_folder_or_unreadable_is_one_line(tmp_path, monk
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("train:\n  epochs: 2024-13-45\n", "not valid YAML (month must be in 1..12)"),  # PyYAML: ValueError
+        ("train:\n  epochs: !!timestamp 2024-13-45\n", "not valid YAML (month must be in 1..12)"),  # PyYAML: ValueError
         ("optim:\n  lr: !!float x\n", "not valid YAML (could not convert string to float: 'x')"),
         ("train:\n  epochs: " + "9" * 5000 + "\n", "not valid YAML (Exceeds the limit (4300 digits)"),
         ("data:\n  sources: " + "[" * 1000 + "]" * 1000 + "\n", "not valid YAML (nested too deeply)"),  # RecursionError
         ("train: {epochs: 1\n", "not valid YAML (line 2, column 1: expected ',' or '}', but got '<stream end>')"),
         ("optim:\n  lr: " + "9" * 400 + "\n", "optim.lr: expected a finite number, got 9999"),  # OverflowError in isfinite
-    ],    ids=["bad-date", "bad-float-tag", "5000-digit-int", "deep-nesting", "unclosed-brace", "int-beyond-float"],
+    ],
+    ids=["bad-date", "bad-float-tag", "5000-digit-int", "deep-nesting", "unclosed-brace", "int-beyond-float"],
 )
 def test_yaml_the_loader_could_not_take_is_a_config_error(tmp_path, text, fragment):
     path = tmp_path / "c.yaml"
@@ -159,11 +173,120 @@ def test_alias_bombs_give_a_short_message(tmp_path):
     [
         (["data.sources.²=x"], "data.sources.²: no list item '²'"),  # "²".isdigit() is true, int("²") a ValueError
         (["data.sources." + "9" * 5000 + "=x"], "no list item '9999"),  # int() refuses 4300+ digits
-        (["train={1: 2}", "train.epochs=3"], "unknown config key 'train.epochs'; valid keys in train: 1"),  # join of int keys
+        (["model.encoder={1: 2}", "model.encoder.x=3"], "unknown config key 'model.encoder.x'; valid keys in model.encoder: 1"),  # int keys
         (["data.sources.0.root.a\nb=1"], "override 'data.sources.0.root.a\\nb=1': the key has control characters"),
-        (["train.epochs=2024-13-45"], "train.epochs: cannot parse value '2024-13-45' (month must be in 1..12)"),
+        (["train.epochs=!!timestamp 2024-13-45"], "train.epochs: cannot parse value '!!timestamp 2024-13-45' (month must be in 1..12)"),
         (["train.epochs=" + "[" * 1000], "train.epochs: cannot parse value '[[[["),
-    ],    ids=["unicode-digit", "5000-digit-index", "int-keys", "newline-in-key", "bad-date", "deep-nesting"],
+    ],
+    ids=["unicode-digit", "5000-digit-index", "int-keys", "newline-in-key", "bad-date", "deep-nesting"],
 )
 def test_overrides_the_loader_could_not_take_are_config_errors(overrides, fragment):
     assert fragment in _one_line_config_error(None, overrides)
+
+
+# -- YAML 1.2 values, duplicate keys, list items, pydantic-backed checks ------------------------------
+
+
+def test_off_on_yes_no_are_text_as_in_yaml_1_2(tmp_path):
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"  # YAML 1.1 read False: "not valid; choose one of"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\nexperiment:\n  name: yes\nmodel:\n  encoder: no\n")
+    cfg = load_config(path)
+    assert (cfg.train.amp, cfg.experiment.name, cfg.model.encoder) == ("off", "yes", "no")
+    assert load_config(None, ["experiment.name=yes", "model.encoder=no"]).experiment.name == "yes"
+    flags = load_config(None, ["train.channels_last=FALSE", "train.compile=True", "data.zero_non_skin=false"])
+    assert (flags.train.channels_last, flags.train.compile, flags.data.zero_non_skin) == (False, True, False)
+    with pytest.raises(ConfigError, match="^train.channels_last: expected true or false, got 'yes'$"):
+        load_config(None, ["train.channels_last=yes"])
+    with pytest.raises(ConfigError, match="^train.amp: 'on' is not valid; choose one of off, bf16, fp16$"):
+        load_config(None, ["train.amp=on"])
+
+
+def test_numbers_and_nulls_follow_yaml_1_2():
+    cfg = load_config(
+        None, ["train.epochs=010", "train.batch_size=0x10", "eval.batch_size=0o10", "optim.lr=3e-4", "model.encoder_weights="]
+    )
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.eval.batch_size, cfg.optim.lr) == (10, 16, 8, 3e-4)  # YAML 1.1: 010 was 8
+    assert cfg.model.encoder_weights is None and load_config(None, ["model.init_from=~"]).model.init_from is None
+    with pytest.raises(ConfigError, match="^train.epochs: expected an integer, got '1_000'$"):  # YAML 1.1: 1000
+        load_config(None, ["train.epochs=1_000"])
+    assert config_from_dict({"optim": {"lr": "3e-4"}}).optim.lr == pytest.approx(3e-4)  # a YAML 1.1 reader's text
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epochs: 2\ntrain:\n  batch_size: 3\n", "line 3, column 1: duplicate key 'train' (first on line 1)"),
+        ("train:\n  epochs: 2\n  batch_size: 3\n  epochs: 4\n", "line 4, column 3: duplicate key 'epochs' (first on line 2)"),
+        (
+            "data:\n  sources:\n    - kind: folder\n      root: a\n      root: b\n",
+            "line 5, column 7: duplicate key 'root' (first on line 4)",
+        ),
+        ("train: {epochs: 2, epochs: 3}\n", "line 1, column 20: duplicate key 'epochs' (first on line 1)"),
+    ],
+    ids=["two-sections", "key-in-section", "key-in-list-item", "flow-mapping"],
+)
+def test_a_repeated_key_names_the_key_and_its_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert _one_line_config_error(path) == f"{path}: not valid YAML ({message})"
+
+
+def test_a_repeated_key_in_an_override_value_is_refused():
+    message = _one_line_config_error(None, ["train={epochs: 2, epochs: 3}"])
+    assert message == "train: cannot parse value '{epochs: 2, epochs: 3}' (line 1, column 13: duplicate key 'epochs' (first on line 1))"
+
+
+def test_list_items_take_every_key_their_schema_knows(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  sources:\n    - kind: folder\n      root: faces\n")
+    cfg = load_config(path, ["data.sources.0.seed=3", "data.sources.0.n_images=5"])  # keys the file's item left out
+    assert (cfg.data.sources[0].kind, cfg.data.sources[0].seed, cfg.data.sources[0].n_images) == ("folder", 3, 5)
+    cfg = load_config(
+        None,
+        ["data.sources=[{kind: folder, root: x}, {kind: synthetic}]", "data.sources.1.seed=7", "train={epochs: 3}", "train.batch_size=2"],
+    )
+    assert cfg.data.sources[1].seed == 7 and (cfg.train.epochs, cfg.train.batch_size) == (3, 2)
+    assert _one_line_config_error(None, ["data.sources.0.seed=x"]) == "data.sources.0.seed: expected an integer, got 'x'"
+    assert _one_line_config_error(path, ["data.sources.0.seed=true"]) == "data.sources.0.seed: expected an integer, got True"
+    assert _one_line_config_error(path, ["data.sources.0.kind=kim"]) == "data.sources.0.images: the FFHQ image folder is needed for kim"
+    assert _one_line_config_error(path, ["data.sources.0.sed=3"]).startswith(
+        "unknown config key 'data.sources.0.sed'; valid keys in data.sources.0: kind, root, images, masks, skin_classes, n_images, seed"
+    )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.image_size=16", "data.image_size: must be >= 32, got 16"),
+        ("model.dropout=1.5", "model.dropout: must be < 1.0, got 1.5"),
+        ("face.crop_scale=3", "face.crop_scale: must be <= 2.0, got 3"),
+        ("data.sources.0.n_images=0", "data.sources.0.n_images: must be > 0, got 0"),
+        ("optim.betas=[0.9]", "optim.betas: must have 2 or more items, got [0.9]"),
+        ("model.decoder_channels=[8, 8, 8, 8, 8, 8]", "model.decoder_channels: must have 5 or fewer items, got [8, 8, 8, 8, ...]"),
+        ("data.sources=[]", "data.sources: must have 1 or more items, got []"),
+        ("loss.focal_weight=-1", "loss.focal_weight: must be >= 0.0, got -1"),
+        ("data.split.val_fraction=0.95", "data.split: val_fraction + test_fraction must be below 1, got 0.95 + 0.1"),
+        ("data.patch_size=16", "data.patch_size: 0 (off) or between 32 and data.image_size (512), got 16"),
+        ("model.init_from=3", "model.init_from: expected a string or null, got 3"),
+    ],
+)
+def test_range_and_rule_errors_are_one_line(override, message):
+    assert _one_line_config_error(None, [override]) == message
+
+
+def test_several_problems_report_the_first_and_count_the_rest(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: x\n  batch_size: y\n  amp: fp8\n")
+    assert _one_line_config_error(path) == "train.epochs: expected an integer, got 'x' (and 2 more problems)"
+
+
+def test_sections_stay_mutable_and_validate_checks_them_again():
+    from config import FaceConfig, validate
+
+    cfg = load_config(None)
+    cfg.train.epochs = 0  # assignments are not checked...
+    with pytest.raises(ConfigError, match="^train.epochs: must be > 0, got 0$"):
+        validate(cfg)  # ...until validate (or config_from_dict) sees them
+    face = FaceConfig(align="none", skin="none", crop_scale=1.2)
+    assert face.model_copy(update={"skin": "mesh"}).skin == "mesh" and face.crop_scale == 1.2

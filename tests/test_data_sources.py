@@ -69,8 +69,11 @@ def two_sources(tmp_path):
     _write(kim / "wrinkle_masks" / "00014.png", stray)
     test_ids = tmp_path / "test_ids.txt"
     test_ids.write_text("00003\n00006\n00007\n# a comment\n00099\n")
-    config = _data_config(tmp_path / "combined.yaml", [f"kind: ffhq_wrinkle, root: {moon}, images: {images}", f"kind: kim, root: {kim}, images: {images}"],
-                          f"method: files, test_ids_file: {test_ids}, val_fraction: 0.2, seed: 1")
+    config = _data_config(
+        tmp_path / "combined.yaml",
+        [f"kind: ffhq_wrinkle, root: {moon}, images: {images}", f"kind: kim, root: {kim}, images: {images}"],
+        f"method: files, test_ids_file: {test_ids}, val_fraction: 0.2, seed: 1",
+    )
     return tmp_path, config
 
 
@@ -192,8 +195,11 @@ def two_folders(tmp_path):
         face(tmp_path / "a", f"{i:05d}", 10 + i)
     for i in range(10, 15):
         face(tmp_path / "b", f"{i:05d}", 10 + i)
-    config = _data_config(tmp_path / "folders.yaml", [f"kind: folder, root: {tmp_path / 'a'}", f"kind: folder, root: {tmp_path / 'b'}"],
-                          "val_fraction: 0.2, test_fraction: 0.2, seed: 1")
+    config = _data_config(
+        tmp_path / "folders.yaml",
+        [f"kind: folder, root: {tmp_path / 'a'}", f"kind: folder, root: {tmp_path / 'b'}"],
+        "val_fraction: 0.2, test_fraction: 0.2, seed: 1",
+    )
     return tmp_path, config
 
 
@@ -208,7 +214,7 @@ def test_folder_sources_sharing_a_file_name_but_not_the_image_are_refused(two_fo
     assert str(first) in message and str(second) in message
     assert "data.sources.0" in message and "data.sources.1" in message and "rename" in message
     # data.check reports it as a problem, not a traceback
-    report, problems = check_data(load_config(config))
+    _report, problems = check_data(load_config(config))
     assert len(problems) == 1 and str(second) in problems[0]
     assert check_main(["--config", str(config), "--output", str(tmp_path / "check.json")]) == 1
     assert "PROBLEM: " in capsys.readouterr().out

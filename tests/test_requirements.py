@@ -14,26 +14,87 @@ from tests.conftest import PROJECT_ROOT
 
 # Added in numpy 2.0 (release notes: "Array API standard compatibility" and new functions), plus the
 # 2.1/2.2 additions, all absent from 1.26. np.long / np.ulong were removed in 1.24 and came back in 2.0.
-NUMPY_2_ONLY = frozenset({
-    "trapezoid", "concat", "permute_dims", "astype", "isdtype", "bitwise_count", "vecdot", "matrix_transpose",
-    "unique_all", "unique_counts", "unique_inverse", "unique_values", "cumulative_sum", "cumulative_prod",
-    "unstack", "matvec", "vecmat", "pow", "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh",
-    "bitwise_left_shift", "bitwise_right_shift", "bitwise_invert", "long", "ulong", "strings",
-    "linalg.vecdot", "linalg.matrix_transpose", "linalg.matrix_norm", "linalg.vector_norm", "linalg.svdvals",
-    "linalg.diagonal", "linalg.trace", "linalg.outer", "linalg.cross", "linalg.tensordot", "linalg.matmul",
-    "lib.array_utils",
-})
+NUMPY_2_ONLY = frozenset(
+    {
+        "trapezoid",
+        "concat",
+        "permute_dims",
+        "astype",
+        "isdtype",
+        "bitwise_count",
+        "vecdot",
+        "matrix_transpose",
+        "unique_all",
+        "unique_counts",
+        "unique_inverse",
+        "unique_values",
+        "cumulative_sum",
+        "cumulative_prod",
+        "unstack",
+        "matvec",
+        "vecmat",
+        "pow",
+        "acos",
+        "acosh",
+        "asin",
+        "asinh",
+        "atan",
+        "atan2",
+        "atanh",
+        "bitwise_left_shift",
+        "bitwise_right_shift",
+        "bitwise_invert",
+        "long",
+        "ulong",
+        "strings",
+        "linalg.vecdot",
+        "linalg.matrix_transpose",
+        "linalg.matrix_norm",
+        "linalg.vector_norm",
+        "linalg.svdvals",
+        "linalg.diagonal",
+        "linalg.trace",
+        "linalg.outer",
+        "linalg.cross",
+        "linalg.tensordot",
+        "linalg.matmul",
+        "lib.array_utils",
+    }
+)
 # Removed in numpy 2.0: they would break the "<3" side of the range (numpy 2.x) instead.
-REMOVED_IN_NUMPY_2 = frozenset({
-    "float_", "complex_", "string_", "unicode_", "product", "cumproduct", "sometrue", "alltrue", "round_",
-    "NaN", "Inf", "Infinity", "infty", "PINF", "NINF", "PZERO", "NZERO", "NAN", "asfarray", "msort", "trapz", "in1d",
-})
+REMOVED_IN_NUMPY_2 = frozenset(
+    {
+        "float_",
+        "complex_",
+        "string_",
+        "unicode_",
+        "product",
+        "cumproduct",
+        "sometrue",
+        "alltrue",
+        "round_",
+        "NaN",
+        "Inf",
+        "Infinity",
+        "infty",
+        "PINF",
+        "NINF",
+        "PZERO",
+        "NZERO",
+        "NAN",
+        "asfarray",
+        "msort",
+        "trapz",
+        "in1d",
+    }
+)
 SKIPPED_FOLDERS = {"tests", ".git", ".whl", "runs", "data_cache", "wandb", "models", "__pycache__", "node_modules"}
 
 
 def _project_modules() -> list[Path]:
     return sorted(
-        p for p in PROJECT_ROOT.rglob("*.py")
+        p
+        for p in PROJECT_ROOT.rglob("*.py")
         if not SKIPPED_FOLDERS & set(p.relative_to(PROJECT_ROOT).parts[:-1])
         and not any(part.startswith(".") or "site-packages" in part for part in p.relative_to(PROJECT_ROOT).parts[:-1])
     )

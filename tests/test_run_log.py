@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from run_log import EPOCH_COLUMNS, RunLog, wandb_mode
+from engine.run_log import EPOCH_COLUMNS, RunLog, wandb_mode
 
 
 def test_wandb_mode_resolution(monkeypatch, tmp_path):

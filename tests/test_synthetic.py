@@ -60,7 +60,7 @@ def test_faces_have_anatomical_wrinkles_and_some_have_none():
     assert sum(c == 0 for c in counts) >= 1  # young faces exist
     assert sum(c > 0 for c in counts) >= 30
     face = next(render_face(3, 128, 128, i) for i in range(40) if counts[i] > 0)
-    ys, xs = np.nonzero(face.wrinkle_mask)
+    ys, _xs = np.nonzero(face.wrinkle_mask)
     skin_ys = np.nonzero(face.skin_mask)[0]
     assert skin_ys.min() <= ys.min() and ys.max() <= skin_ys.max()
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from checkpoint import CheckpointError, model_state
 from config import load_config
 from data.dataset import make_loader
-from inference import model_predictor, score_loader
+from engine.checkpoint import CheckpointError, model_state
+from engine.inference import model_predictor, score_loader
+from engine.trainer import Trainer, TrainingError, fit, resume_config
 from tests.conftest import PROJECT_ROOT
-from training import Trainer, TrainingError, fit, resume_config
 from unet import build_model
 
 QUICKSTART = PROJECT_ROOT / "configs" / "quickstart.yaml"
@@ -92,7 +92,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     killed_at = torch.load(last, weights_only=True)["epoch"]
     assert killed_at < 5
 
-    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "train.py"), "--resume", str(last)], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), "--resume", str(last)],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = last.parent.parent
     assert Path(result.stdout.strip().splitlines()[-1]).resolve() == resumed.resolve()
@@ -105,8 +112,17 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
 def test_torchrun_two_ranks_on_cpu(tmp_path):
     overrides = tiny(tmp_path, "train.epochs=2", "data.sources.0.n_images=20")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",  # = torchrun
-               str(PROJECT_ROOT / "train.py"), "--config", str(QUICKSTART), *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",  # = torchrun
+        str(PROJECT_ROOT / "train.py"),
+        "--config",
+        str(QUICKSTART),
+        *overrides,
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=cli_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     runs = list((tmp_path / "runs").iterdir())
@@ -139,7 +155,10 @@ def _ddp_worker(rank: int, world: int, port: int, overrides: list[str], nan_rank
 
         trainer.loss_fn.forward = loss_fn  # training steps only: validation uses the loss's sums
         trainer.train_one_epoch()
-        torch.save({"step": trainer.step, "steps_per_epoch": len(trainer.train_loader), "model": model_state(trainer.model)}, Path(out_dir) / f"rank{rank}.pt")
+        torch.save(
+            {"step": trainer.step, "steps_per_epoch": len(trainer.train_loader), "model": model_state(trainer.model)},
+            Path(out_dir) / f"rank{rank}.pt",
+        )
     finally:
         trainer.dist.close()
 
@@ -154,7 +173,9 @@ def test_ddp_ranks_end_with_identical_weights_even_when_one_rank_sees_a_non_fini
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     overrides = tiny(tmp_path, "data.sources.0.n_images=24", "train.batch_size=2")
-    context = mp.start_processes(_ddp_worker, args=(2, port, overrides, nan_rank, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    context = mp.start_processes(
+        _ddp_worker, args=(2, port, overrides, nan_rank, str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
     deadline = time.time() + 150
     while not context.join(timeout=5):
         if time.time() > deadline:  # a rank waiting for a collective the other never enters
@@ -172,11 +193,23 @@ def test_ddp_ranks_end_with_identical_weights_even_when_one_rank_sees_a_non_fini
 def test_init_from_loads_weights_and_reports_mismatches(tmp_path, caplog):
     source = fit(load_config(QUICKSTART, tiny(tmp_path, "train.epochs=1", "experiment.name=source")))
     weights = torch.load(source / "checkpoints" / "last.pt", weights_only=True)["model"]
-    trainer = Trainer(load_config(QUICKSTART, tiny(tmp_path, f"model.init_from={source / 'checkpoints' / 'last.pt'}", "experiment.name=child")))
+    trainer = Trainer(
+        load_config(QUICKSTART, tiny(tmp_path, f"model.init_from={source / 'checkpoints' / 'last.pt'}", "experiment.name=child"))
+    )
     for key, value in weights.items():
         assert torch.equal(trainer.model.state_dict()[key], value)
     assert trainer.epoch == 0 and trainer.init_report == {"missing": [], "unexpected": [], "shape_mismatch": []}
-    wider = Trainer(load_config(QUICKSTART, tiny(tmp_path, f"model.init_from={source / 'checkpoints' / 'last.pt'}", "model.decoder_channels=[32, 16, 8, 8, 8]", "experiment.name=wider")))
+    wider = Trainer(
+        load_config(
+            QUICKSTART,
+            tiny(
+                tmp_path,
+                f"model.init_from={source / 'checkpoints' / 'last.pt'}",
+                "model.decoder_channels=[32, 16, 8, 8, 8]",
+                "experiment.name=wider",
+            ),
+        )
+    )
     assert wider.init_report["shape_mismatch"] and not wider.init_report["unexpected"]
     assert torch.equal(wider.model.state_dict()["encoder.conv1.weight"], weights["encoder.conv1.weight"])
 
@@ -320,13 +353,20 @@ def test_validation_loss_depends_on_neither_batch_size_nor_shards(tmp_path):
         trainer.val_loader = make_loader(trainer.val_set, batch_size, False, 0, 0)
         assert trainer.validate()["loss"] == pytest.approx(whole, rel=1e-6)
     # Two shards, as two ranks see them: their summed sums give the same loss.
-    sums = sum(score_loader(predictor, make_loader(trainer.val_set, 2, False, 0, 0, rank=rank, world_size=2), trainer.device,
-                            trainer.cfg, trainer.loss_fn)[2] for rank in (0, 1))
+    sums = sum(
+        score_loader(
+            predictor, make_loader(trainer.val_set, 2, False, 0, 0, rank=rank, world_size=2), trainer.device, trainer.cfg, trainer.loss_fn
+        )[2]
+        for rank in (0, 1)
+    )
     assert float(trainer.loss_fn.from_sums(sums)) == pytest.approx(whole, rel=1e-6)
 
 
 def test_frozen_batchnorm_stays_frozen_after_sync_batchnorm_conversion():
-    cfg = load_config(None, ["model.encoder=resnet18", "model.decoder_channels=[16, 16, 8, 8, 8]", "model.freeze_encoder=partial", "model.unfrozen_stages=1"])
+    cfg = load_config(
+        None,
+        ["model.encoder=resnet18", "model.decoder_channels=[16, 16, 8, 8, 8]", "model.freeze_encoder=partial", "model.unfrozen_stages=1"],
+    )
     model = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(cfg.model, encoder_weights=False))
     model.train()
     encoder_bn = {name: m for name, m in model.encoder.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
@@ -339,7 +379,7 @@ def test_frozen_batchnorm_stays_frozen_after_sync_batchnorm_conversion():
 
 def test_resume_refuses_overrides_that_change_the_run(tmp_path):
     from config import ConfigError
-    from training import resume_config
+    from engine.trainer import resume_config
 
     run_dir = fit(load_config(QUICKSTART, tiny(tmp_path, "train.epochs=1")))
     with pytest.raises(ConfigError, match="optim.lr: cannot be changed when resuming"):

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 __all__ = ["AttentionUNet", "build_model", "encoder_names"]
 
 
-def build_model(cfg: "ModelConfig", encoder_weights: str | None | bool = True) -> AttentionUNet:
+def build_model(cfg: ModelConfig, encoder_weights: str | bool | None = True) -> AttentionUNet:
     """The configured AttentionUNet with its freezing policy applied.
 
     `encoder_weights=False` skips loading pretrained encoder weights (used when a checkpoint's own

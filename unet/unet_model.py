@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import pickle
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from errors import UnknownNameError, WrinkleError
+from engine.errors import UnknownNameError, WrinkleError
 from unet.unet_parts import DecoderBlock, FullResolutionStem, OutputHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,22 +31,13 @@ class WeightsNotFound(WeightsError, FileNotFoundError):
 def load_weights_file(path: Path, way_out: str, label: str | None = None) -> Mapping[str, torch.Tensor]:
     """The state dict in a PyTorch weights file, loaded with weights_only=True; a missing, empty,
     truncated or foreign file is a one-line `WeightsError` that starts with `label` (default: the
-    path) and ends with `way_out`. torch's own message is not passed on: for a foreign pickle it
-    suggests a way of loading that runs arbitrary code."""
+    path) and ends with `way_out`."""
+    from engine.checkpoint import load_torch_file
+
     label = label or str(path)
     if not path.is_file():
         raise WeightsNotFound(f"{label}: no such file; {way_out}")
-    size = path.stat().st_size
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError, UnicodeDecodeError) as err:
-        if size == 0:
-            reason = "empty"
-        elif isinstance(err, pickle.UnpicklingError):
-            reason = "not a PyTorch file, or one that holds Python objects besides tensors"
-        else:
-            reason = "truncated, or not a PyTorch file"
-        raise WeightsError(f"{label}: unreadable weights file ({size} bytes; {reason}); {way_out}") from None
+    state = load_torch_file(path, WeightsError, "unreadable weights file", way_out, label)
     if not isinstance(state, Mapping):
         raise WeightsError(f"{label}: holds a {type(state).__name__}, not a state dict of named tensors; {way_out}")
     return state
@@ -121,7 +110,9 @@ def _imagenet_encoder(name: str, in_channels: int, depth: int) -> nn.Module:
     if not timm_routed:  # `tu-` encoders get their weights through timm, which is not checked here
         settings = smp_encoders.encoders[name]["pretrained_settings"].get("imagenet")
         if settings is None:
-            raise WeightsError(f"{what}: smp has no ImageNet weights for this encoder; set model.encoder_weights to a local weights file or null")
+            raise WeightsError(
+                f"{what}: smp has no ImageNet weights for this encoder; set model.encoder_weights to a local weights file or null"
+            )
         if "repo_id" in settings:
             cached = all(
                 isinstance(huggingface_hub.try_to_load_from_cache(settings["repo_id"], filename, revision=settings.get("revision")), str)
@@ -133,7 +124,9 @@ def _imagenet_encoder(name: str, in_channels: int, depth: int) -> nn.Module:
                     raise WeightsError(f"{what}: the weights are {where} and HF_HUB_OFFLINE is set; {way_out}")
                 problem = _hub_unreachable(hub_constants.ENDPOINT)
                 if problem is not None:
-                    raise WeightsError(f"{what}: the weights are {where} and {hub_constants.ENDPOINT} cannot be reached ({problem}); {way_out}")
+                    raise WeightsError(
+                        f"{what}: the weights are {where} and {hub_constants.ENDPOINT} cannot be reached ({problem}); {way_out}"
+                    )
     try:
         return smp_encoders.get_encoder(name, in_channels=in_channels, depth=depth, weights="imagenet")
     except (LocalEntryNotFoundError, HfHubHTTPError) as err:  # the hub answered the check, then failed (or timm's download)
@@ -209,7 +202,7 @@ class AttentionUNet(nn.Module):
             y = block(y, skip)
         return self.head(y)[..., :height, :width]
 
-    def train(self, mode: bool = True) -> "AttentionUNet":
+    def train(self, mode: bool = True) -> AttentionUNet:
         """Like nn.Module.train, but frozen encoder BatchNorm layers keep their running statistics."""
         super().train(mode)
         for name in self._frozen_bn:
@@ -222,10 +215,7 @@ class AttentionUNet(nn.Module):
         while len(list(root.children())) == 1:  # descend through wrappers such as timm's `model`
             root = next(root.children())
         strides: dict[nn.Module, int] = {}
-        hooks = [
-            child.register_forward_hook(lambda mod, _inp, out: strides.setdefault(mod, out))
-            for child in root.children()
-        ]
+        hooks = [child.register_forward_hook(lambda mod, _inp, out: strides.setdefault(mod, out)) for child in root.children()]
         probe = torch.zeros(1, 3, 2 * self.stride, 2 * self.stride, device=self.input_mean.device)
         was_training = self.training
         self.eval()

@@ -7,16 +7,17 @@ import errno
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from errors import ENVIRONMENT_ERRNOS, OutputError, WrinkleError, describe_os_error
-from fileio import atomic_write
+from engine.errors import ENVIRONMENT_ERRNOS, OutputError, WrinkleError, describe_os_error
+from engine.fileio import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from output_folder import OutputFolder
+    from engine.output_folder import OutputFolder
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # nothing (more) could be done: bad config, checkpoint or data
@@ -95,7 +96,7 @@ def write_summary(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer.writerows({k: row.get(k, "") for k in columns} for row in rows)
 
 
-def write_batch(output: "OutputFolder", images: dict[str, "np.ndarray"], rows: list[dict], columns: list[str]) -> None:
+def write_batch(output: OutputFolder, images: dict[str, np.ndarray], rows: list[dict], columns: list[str]) -> None:
     """Write a batch's PNGs (relative path -> array), then summary.csv with `rows`: all of it or, when a
     write fails (disk full, read-only), none of this batch's images, so the folder stays consistent:
     every image has its summary row and its companions (a mask its overlay)."""

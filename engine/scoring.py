@@ -10,41 +10,34 @@ from pathlib import Path
 
 import numpy as np
 
-from baseline import RidgeBaseline
-from checkpoint import CheckpointError
 from config import Config, ConfigError, config_to_dict, load_config
 from data.dataset import WrinkleDataset, build_dataset, make_loader
 from data.image_io import write_png
-from fileio import atomic_write, write_bytes_atomic, write_text_atomic
-from inference import Predictor, inference_amp, load_model, model_predictor, resolve_device, score_loader
+from engine.fileio import atomic_write, write_bytes_atomic, write_text_atomic
+from engine.inference import Predictor, inference_amp, load_model, model_predictor, resolve_device, resolve_threshold, score_loader
+from engine.output_folder import OutputFolder
+from engine.pictures import overlay, plot_curves
+from engine.ridge_baseline import RidgeBaseline
 from metrics import SegmentationMeter
-from output_folder import OutputFolder
-from visualize import overlay, plot_curves
 
 log = logging.getLogger(__name__)
 
 N_OVERLAYS = 3  # best and worst images each
-PER_IMAGE_COLUMNS = ["id", "iou", "dice", "precision", "recall", "tolerant_precision", "tolerant_recall", "tolerant_f1", "cldice", "tp", "fp", "fn", "tn"]
-
-
-def resolve_threshold(threshold: str | float | None, checkpoint_threshold: float | None, cfg: Config, checkpoint: str | Path = "checkpoint") -> float:
-    """None: eval.threshold from the config; "auto": the validation-chosen threshold stored in `checkpoint`;
-    else the number given. Anything but a finite probability strictly inside (0, 1) is refused."""
-    if threshold is None:
-        return cfg.eval.threshold
-    if threshold == "auto":
-        if checkpoint_threshold is None:
-            raise ConfigError("--threshold auto: this checkpoint records no validation threshold")
-        if isinstance(checkpoint_threshold, bool) or not isinstance(checkpoint_threshold, (int, float)) or not 0 < checkpoint_threshold < 1:
-            raise CheckpointError(f"{checkpoint}: its stored threshold {checkpoint_threshold!r} is not a probability in (0, 1); pass --threshold 0.5 (or another value)")
-        return float(checkpoint_threshold)
-    try:
-        value = float(threshold)
-    except ValueError:
-        raise ConfigError(f"--threshold must be a number in (0, 1) or 'auto', got {threshold!r}") from None
-    if not 0 < value < 1:  # also false for NaN
-        raise ConfigError(f"--threshold must be in (0, 1) or 'auto', got {threshold}")
-    return value
+PER_IMAGE_COLUMNS = [
+    "id",
+    "iou",
+    "dice",
+    "precision",
+    "recall",
+    "tolerant_precision",
+    "tolerant_recall",
+    "tolerant_f1",
+    "cldice",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+]
 
 
 def definitions(cfg: Config, threshold: float) -> dict[str, str]:
@@ -71,7 +64,9 @@ def definitions(cfg: Config, threshold: float) -> dict[str, str]:
     }
 
 
-def _write_report(output: OutputFolder, report: dict, meter: SegmentationMeter, dataset: WrinkleDataset, predictor: Predictor, cfg: Config) -> dict:
+def _write_report(
+    output: OutputFolder, report: dict, meter: SegmentationMeter, dataset: WrinkleDataset, predictor: Predictor, cfg: Config
+) -> dict:
     """Pictures and per_image.csv first, metrics.json last: a folder with metrics.json is complete."""
     report["definitions"] = definitions(cfg, report["threshold"])
     report["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -162,11 +157,15 @@ def evaluate_baseline(
         return None, baseline(batch["image"], batch["face_mask"])
 
     val = build_dataset(cfg, "val", training=False)
-    _, val_meter, _ = score_loader(predictor, make_loader(val, cfg.eval.batch_size, False, 0, 0), device, cfg, desc="baseline threshold on val")
+    _, val_meter, _ = score_loader(
+        predictor, make_loader(val, cfg.eval.batch_size, False, 0, 0), device, cfg, desc="baseline threshold on val"
+    )
     chosen, val_dice = val_meter.histogram.best_threshold("dice")
     log.info("ridge baseline: threshold %.4f chosen on %d validation images (pooled Dice %.4f)", chosen, len(val), val_dice)
     dataset = build_dataset(cfg, split, training=False)
-    results, meter, _ = score_loader(predictor, make_loader(dataset, cfg.eval.batch_size, False, 0, 0), device, cfg, threshold=chosen, desc=f"baseline {split}")
+    results, meter, _ = score_loader(
+        predictor, make_loader(dataset, cfg.eval.batch_size, False, 0, 0), device, cfg, threshold=chosen, desc=f"baseline {split}"
+    )
     report = {
         **results,
         "threshold": chosen,
@@ -194,7 +193,9 @@ def saving_predictor(predictor: Predictor, output: OutputFolder, region: str) ->
     return predict
 
 
-def write_overlays(predictor: Predictor, dataset: WrinkleDataset, rows: list[dict], output: OutputFolder, cfg: Config, threshold: float) -> None:
+def write_overlays(
+    predictor: Predictor, dataset: WrinkleDataset, rows: list[dict], output: OutputFolder, cfg: Config, threshold: float
+) -> None:
     """Overlays (truth green, prediction red, overlap yellow) for the best and worst images by IoU."""
     order = sorted(range(len(rows)), key=lambda i: rows[i]["iou"])
     picks = {f"worst{n + 1}": i for n, i in enumerate(order[:N_OVERLAYS])}

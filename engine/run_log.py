@@ -8,14 +8,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-from errors import OutputError, describe_os_error
+from engine.errors import OutputError, describe_os_error
 
 log = logging.getLogger(__name__)
 
 EPOCH_COLUMNS = [
-    "epoch", "train_loss", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall", "val_auc",
-    "val_average_precision", "val_per_image_iou", "val_per_image_dice", "val_tolerant_f1", "val_cldice", "val_best_threshold",
-    "lr", "epoch_seconds",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_iou",
+    "val_dice",
+    "val_precision",
+    "val_recall",
+    "val_auc",
+    "val_average_precision",
+    "val_per_image_iou",
+    "val_per_image_dice",
+    "val_tolerant_f1",
+    "val_cldice",
+    "val_best_threshold",
+    "lr",
+    "epoch_seconds",
 ]
 
 
@@ -33,7 +46,9 @@ def wandb_mode(configured: str) -> str:
 class RunLog:
     """Appends one row per epoch to metrics.csv and mirrors rows (and step losses) to W&B."""
 
-    def __init__(self, run_dir: Path, config: dict, wandb: str, project: str, entity: str | None, run_name: str, resume_id: str | None = None):
+    def __init__(
+        self, run_dir: Path, config: dict, wandb: str, project: str, entity: str | None, run_name: str, resume_id: str | None = None
+    ):
         self.csv_path = Path(run_dir) / "metrics.csv"
         self.wandb_run = None
         mode = wandb_mode(wandb)
@@ -42,10 +57,16 @@ class RunLog:
                 import wandb as wandb_lib
 
                 self.wandb_run = wandb_lib.init(
-                    project=project, entity=entity, name=run_name, config=config, dir=str(run_dir),
-                    mode=mode, id=resume_id, resume="allow" if resume_id else None,
+                    project=project,
+                    entity=entity,
+                    name=run_name,
+                    config=config,
+                    dir=str(run_dir),
+                    mode=mode,
+                    id=resume_id,
+                    resume="allow" if resume_id else None,
                 )
-            except Exception as err:  # logging must never end a training run
+            except Exception as err:  # noqa: BLE001 -- logging must never end a training run
                 log.warning("W&B disabled for this run: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
                 self.wandb_run = None
 

@@ -25,7 +25,10 @@ def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
 
 
 REGION_COLORS = {  # outlines of the facial regions predict.py reports (RGB)
-    "forehead": (80, 160, 255), "glabella": (255, 230, 0), "periorbital": (0, 220, 120), "cheeks": (255, 140, 230),
+    "forehead": (80, 160, 255),
+    "glabella": (255, 230, 0),
+    "periorbital": (0, 220, 120),
+    "cheeks": (255, 140, 230),
 }
 
 

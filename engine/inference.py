@@ -6,23 +6,24 @@ Validation in train.py and evaluate.py both call `score_loader`, so they compute
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors
 from config import Config, ConfigError
-from errors import UnknownNameError
+from engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors
+from engine.errors import UnknownNameError
 from metrics import SegmentationMeter
 
 TTA_MODES = ("none", "hflip")
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" picks CUDA when present; asking for CUDA without it is an error, not a silent fallback."""
+    """ "auto" picks CUDA when present; asking for CUDA without it is an error, not a silent fallback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -61,7 +62,9 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module,
     cfg = checkpoint_config(state, checkpoint)
     bad = non_finite_tensors(state["model"])
     if bad:
-        raise CheckpointError(f"{checkpoint}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[0]}): the run that wrote it diverged")
+        raise CheckpointError(
+            f"{checkpoint}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[0]}): the run that wrote it diverged"
+        )
     model = build_model(cfg.model, encoder_weights=False)
     load_weights(model, state["model"], checkpoint)
     model.to(device).eval()
@@ -77,10 +80,38 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], checkpoint:
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     reshaped = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in weights and weights[k].shape != own[k].shape]
-    problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", reshaped)) if keys]
+    problems = [
+        f"{len(keys)} {what} (e.g. {keys[0]})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", reshaped))
+        if keys
+    ]
     if problems:
         raise CheckpointError(f"{checkpoint}: its weights do not fit the model its config describes: {'; '.join(problems)} keys")
     model.load_state_dict(weights)
+
+
+def resolve_threshold(
+    threshold: str | float | None, checkpoint_threshold: float | None, cfg: Config, checkpoint: str | Path = "checkpoint"
+) -> float:
+    """None: eval.threshold from the config; "auto": the validation-chosen threshold stored in `checkpoint`;
+    else the number given. Anything but a finite probability strictly inside (0, 1) is refused."""
+    if threshold is None:
+        return cfg.eval.threshold
+    if threshold == "auto":
+        if checkpoint_threshold is None:
+            raise ConfigError("--threshold auto: this checkpoint records no validation threshold")
+        if isinstance(checkpoint_threshold, bool) or not isinstance(checkpoint_threshold, (int, float)) or not 0 < checkpoint_threshold < 1:
+            raise CheckpointError(
+                f"{checkpoint}: its stored threshold {checkpoint_threshold!r} is not a probability in (0, 1); pass --threshold 0.5 (or another value)"
+            )
+        return float(checkpoint_threshold)
+    try:
+        value = float(threshold)
+    except ValueError:
+        raise ConfigError(f"--threshold must be a number in (0, 1) or 'auto', got {threshold!r}") from None
+    if not 0 < value < 1:  # also false for NaN
+        raise ConfigError(f"--threshold must be in (0, 1) or 'auto', got {threshold}")
+    return value
 
 
 Predictor = Callable[[dict], tuple["torch.Tensor | None", torch.Tensor]]  # batch -> (logits or None, probs N x H x W)

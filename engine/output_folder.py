@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from errors import OutputError, describe_os_error
-from fileio import write_text_atomic
+from engine.errors import OutputError, describe_os_error
+from engine.fileio import write_text_atomic
 
 MANIFEST = ".wrinkle-output"  # first line {"command": ...}; then one JSON-quoted relative path a line
 
@@ -49,15 +49,19 @@ def _related(a: Path, b: Path) -> bool:
 class OutputFolder:
     """The folder one run of `command` writes into; `path(name)` claims a file before it is written."""
 
-    def __init__(self, root: str | Path, command: str, option: str = "--output", overwrite: bool = False, inputs: Iterable[str | Path] = ()):
+    def __init__(
+        self, root: str | Path, command: str, option: str = "--output", overwrite: bool = False, inputs: Iterable[str | Path] = ()
+    ):
         self.root, self.command, self.option = Path(root), command, option
         if self.root.exists() and not self.root.is_dir():
             raise OutputError(f"{option} {self.root}: is a file, not a folder; choose a folder name")
         resolved = self.root.resolve()
         for folder in inputs:
             if _related(resolved, Path(folder).resolve()) and not overwrite:
-                raise OutputError(f"{option} {self.root} and the input folder {folder} overlap; choose a separate output folder "
-                                  "(--overwrite writes there anyway, never replacing a file this command did not write)")
+                raise OutputError(
+                    f"{option} {self.root} and the input folder {folder} overlap; choose a separate output folder "
+                    "(--overwrite writes there anyway, never replacing a file this command did not write)"
+                )
         previous_command, previous = _read_manifest(self.root / MANIFEST)
         existing = _visible_files(self.root) if self.root.is_dir() else []
         if previous_command not in (None, command) and existing:
@@ -65,9 +69,15 @@ class OutputFolder:
         self.previous = previous if previous_command == command else set()
         self.foreign = set(existing) - self.previous
         if existing and not overwrite:
-            what = f"the output of an earlier {command} run" if not self.foreign else f"files {command} did not write (e.g. {sorted(self.foreign)[0]})"
-            raise OutputError(f"{option} {self.root}: holds {what}; choose a new or empty folder, or pass --overwrite "
-                              f"(which replaces only files of an earlier {command} run)")
+            what = (
+                f"the output of an earlier {command} run"
+                if not self.foreign
+                else f"files {command} did not write (e.g. {sorted(self.foreign)[0]})"
+            )
+            raise OutputError(
+                f"{option} {self.root}: holds {what}; choose a new or empty folder, or pass --overwrite "
+                f"(which replaces only files of an earlier {command} run)"
+            )
         self.written: set[str] = set()
         if previous_command != command:
             write_text_atomic(self.root / MANIFEST, json.dumps({"command": command}) + "\n")
@@ -78,7 +88,9 @@ class OutputFolder:
         name = Path(relative).as_posix()
         target = self.root / name
         if name in self.foreign and name not in self.written:
-            raise OutputError(f"{target}: refusing to replace a file {self.command} did not write; move it away or choose another {self.option}")
+            raise OutputError(
+                f"{target}: refusing to replace a file {self.command} did not write; move it away or choose another {self.option}"
+            )
         if name not in self.written and name not in self.previous:
             try:
                 with open(self.root / MANIFEST, "a", encoding="utf-8") as handle:

@@ -1,14 +1,17 @@
-"""Writing files so that a crash, a full disk or Ctrl-C never leaves a half-written one behind."""
+"""Files: written so that a crash, a full disk or Ctrl-C never leaves a half-written one behind, and
+digested (md5 / sha256) for downloads and model checks."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
-from errors import OutputError, describe_os_error
+from engine.errors import OutputError, describe_os_error
 
 
 def temporary_name(path: Path) -> Path:
@@ -51,3 +54,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """`path.write_text(text)` (UTF-8), atomically."""
     with atomic_write(path, "w") as handle:
         handle.write(text)
+
+
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,16 +10,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cli import InputError, input_status, list_inputs, write_batch, write_summary
 from config import FaceConfig
 from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read_rgb
-from errors import OutputError
-from evaluation import resolve_threshold
+from engine.cli import InputError, input_status, list_inputs, write_batch
+from engine.errors import OutputError
+from engine.inference import inference_amp, load_model, model_predictor, resolve_device, resolve_threshold
+from engine.output_folder import OutputFolder
+from engine.pictures import draw_region_outlines, overlay
 from face.crop import FaceCrop, FaceCropper, FaceNotUsable, load_mask_crop
 from face.regions import REGIONS
-from inference import inference_amp, load_model, model_predictor, resolve_device
-from output_folder import OutputFolder
-from visualize import draw_region_outlines, overlay
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +64,11 @@ def face_settings(trained: FaceConfig, overrides: dict[str, str]) -> FaceConfig:
     """The checkpoint's face settings with `overrides`; a warning when they differ from training."""
     differs = {k: v for k, v in overrides.items() if k in ("align", "skin") and getattr(trained, k) != v}
     if differs:
-        log.warning("face settings differ from the model's training (%s): predictions may suffer",
-                    ", ".join(f"{k} {getattr(trained, k)} -> {v}" for k, v in differs.items()))
-    return dataclasses.replace(trained, **overrides)
+        log.warning(
+            "face settings differ from the model's training (%s): predictions may suffer",
+            ", ".join(f"{k} {getattr(trained, k)} -> {v}" for k, v in differs.items()),
+        )
+    return trained.model_copy(update=overrides)
 
 
 def percent(part: np.ndarray, whole: np.ndarray) -> float | str:
@@ -113,24 +113,15 @@ def predict_folder(
     cropper = None
     if face_mask_dir is None:
         if face.skin == "none" and cfg.data.zero_non_skin:
-            log.warning("this model was trained on skin-masked faces; with face.skin none the whole photo counts as skin and hair, eyes or background may be marked")
+            log.warning(
+                "this model was trained on skin-masked faces; with face.skin none the whole photo counts as skin and hair, eyes or background may be marked"
+            )
         cropper = FaceCropper(face, size, str(device))
     inputs = [input_dir] + ([face_mask_dir] if face_mask_dir is not None else [])
     output = OutputFolder(output_dir, "predict.py", overwrite=overwrite, inputs=inputs)
 
     rows: dict[Path, dict] = {}
     pending: list[Prepared] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        inputs = [p.crop.image * p.crop.skin[..., None] if cfg.data.zero_non_skin else p.crop.image for p in pending]
-        batch = torch.from_numpy(np.stack(inputs).transpose(0, 3, 1, 2).copy())
-        probs = predictor({"image": batch})[1].float().cpu().numpy()
-        results = {item.path: segment_result(item, prob, used_threshold, save_probs) for item, prob in zip(pending, probs)}
-        write_results(output, results, rows, files)
-        pending.clear()
-
     names: dict[str, Path] = {}
     for path in tqdm(files, desc="predict", unit="file", dynamic_ncols=True):
         row = rows.setdefault(path, {"file": path.relative_to(input_dir).as_posix(), "threshold": round(used_threshold, 4)})
@@ -138,30 +129,47 @@ def predict_folder(
         if problem is not None:
             row.update(status=problem[0], message=problem[1])
             continue
-        try:
-            if cropper is None:
-                item = read_with_face_mask(path, face_mask_dir, size, name)
-            else:
-                image = read_rgb(path)
-                item = Prepared(path, name, image, cropper(image))
-                row["n_faces"] = item.crop.n_faces if cropper.mesh is not None else ""
-        except ImageReadError as err:
-            row.update(status="error", message=str(err))
-            log.warning("%s", err)
-            continue
-        except FaceNotUsable as err:
-            row.update(status=err.status, n_faces=err.n_faces, message=str(err))
-            log.warning("%s: %s", path.name, err)
-            continue
-        names[name] = path
-        pending.append(item)
+        item = prepare_photo(path, name, row, cropper, face_mask_dir, size)
+        if item is not None:
+            names[name] = path
+            pending.append(item)
         if len(pending) >= batch_size:
-            flush()
-    flush()
-    ordered = [rows[p] for p in files]
-    write_summary(output.path("summary.csv"), ordered, SUMMARY_COLUMNS)
+            write_results(output, segment_batch(pending, predictor, cfg.data.zero_non_skin, used_threshold, save_probs), rows, files)
+            pending.clear()
+    # The last photos, and the final summary.csv with every file's row.
+    write_results(output, segment_batch(pending, predictor, cfg.data.zero_non_skin, used_threshold, save_probs), rows, files)
     output.finish()
-    return ordered
+    return [rows[p] for p in files]
+
+
+def prepare_photo(path: Path, name: str, row: dict, cropper: FaceCropper | None, face_mask_dir: Path | None, size: int) -> Prepared | None:
+    """The photo's model input (its face crop, or the image with its given skin mask); None, with the
+    reason in `row`, when it is unreadable or has no usable face."""
+    try:
+        if cropper is None:
+            return read_with_face_mask(path, face_mask_dir, size, name)
+        image = read_rgb(path)
+        item = Prepared(path, name, image, cropper(image))
+        row["n_faces"] = item.crop.n_faces if cropper.mesh is not None else ""
+        return item
+    except ImageReadError as err:
+        row.update(status="error", message=str(err))
+        log.warning("%s", err)
+    except FaceNotUsable as err:
+        row.update(status=err.status, n_faces=err.n_faces, message=str(err))
+        log.warning("%s: %s", path.name, err)
+    return None
+
+
+def segment_batch(
+    pending: list[Prepared], predictor, zero_non_skin: bool, threshold: float, save_probs: bool
+) -> dict[Path, tuple[dict[str, np.ndarray], dict]]:
+    """Each prepared photo's output images and summary figures, from one batched forward pass."""
+    if not pending:
+        return {}
+    inputs = [p.crop.image * p.crop.skin[..., None] if zero_non_skin else p.crop.image for p in pending]
+    probs = predictor({"image": torch.from_numpy(np.stack(inputs).transpose(0, 3, 1, 2).copy())})[1].float().cpu().numpy()
+    return {item.path: segment_result(item, prob, threshold, save_probs) for item, prob in zip(pending, probs)}
 
 
 def segment_result(item: Prepared, prob: np.ndarray, threshold: float, save_probs: bool) -> tuple[dict[str, np.ndarray], dict]:
@@ -170,18 +178,28 @@ def segment_result(item: Prepared, prob: np.ndarray, threshold: float, save_prob
     skin = item.crop.photo_skin()
     mask = (full >= threshold) & skin
     regions = item.crop.photo_regions()
-    images = {f"masks/{item.name}.png": mask.astype(np.uint8) * 255,
-              f"overlays/{item.name}.png": draw_region_outlines(overlay(item.image, mask), regions)}
+    images = {
+        f"masks/{item.name}.png": mask.astype(np.uint8) * 255,
+        f"overlays/{item.name}.png": draw_region_outlines(overlay(item.image, mask), regions),
+    }
     if save_probs:
         images[f"probs/{item.name}.png"] = np.clip(full * 255 + 0.5, 0, 255).astype(np.uint8)
     height, width = mask.shape
-    figures = {"status": "ok", "width": width, "height": height, "skin_pixels": int(skin.sum()), "wrinkle_pixels": int(mask.sum()),
-               "wrinkle_percent_of_skin": percent(mask, skin)}
+    figures = {
+        "status": "ok",
+        "width": width,
+        "height": height,
+        "skin_pixels": int(skin.sum()),
+        "wrinkle_pixels": int(mask.sum()),
+        "wrinkle_percent_of_skin": percent(mask, skin),
+    }
     figures.update({f"{name}_percent": percent(mask, region) for name, region in regions.items()})
     return images, figures
 
 
-def write_results(output: OutputFolder, results: dict[Path, tuple[dict[str, np.ndarray], dict]], rows: dict[Path, dict], files: list[Path]) -> None:
+def write_results(
+    output: OutputFolder, results: dict[Path, tuple[dict[str, np.ndarray], dict]], rows: dict[Path, dict], files: list[Path]
+) -> None:
     """Write a batch's images and summary.csv of every photo so far (see `cli.write_batch`)."""
     images = {relative: array for photo_images, _ in results.values() for relative, array in photo_images.items()}
     done = {path: {**rows[path], **results[path][1]} if path in results else rows[path] for path in rows}

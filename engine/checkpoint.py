@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from config import Config, ConfigError, config_from_dict
-from errors import WrinkleError
-from fileio import atomic_write
+from engine.errors import WrinkleError
+from engine.fileio import atomic_write
 
 
 class CheckpointError(WrinkleError, ValueError):
@@ -42,25 +42,32 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint: {_unreadable_reason(path, err)}") from err
+    state = load_torch_file(path, CheckpointError, "not a readable checkpoint", "copy it again or use another checkpoint")
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
     return state
 
 
+def load_torch_file(path: Path, error: type[WrinkleError], what: str, way_out: str, label: str | None = None) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU. A file that does not load raises `error` in one
+    line, `<label>: <what>: <why, in words>; <way_out>`: never torch's own text, which for a foreign pickle
+    advises a way of loading that runs arbitrary code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- torch raises many types (EOFError, RuntimeError, UnpicklingError, KeyError...) for foreign bytes
+        raise error(f"{label or path}: {what}: {_unreadable_reason(path, err)}; {way_out}") from None
+
+
 def _unreadable_reason(path: Path, err: Exception) -> str:
-    """Why torch could not load `path`, in words; never torch's advice to load unsafely."""
+    """Why torch could not load `path`, in words."""
     size = path.stat().st_size
     if size == 0:
-        return "the file is empty (0 bytes); copy it again or use another checkpoint"
+        return "the file is empty (0 bytes)"
     if "weights_only" in str(err) or "Unpickling" in type(err).__name__:
         return "it holds Python objects other than tensors and plain containers, which are never loaded (a file from another program?)"
     text = str(err).strip().splitlines()[0].split(". ")[0][:100] if str(err).strip() else ""
     detail = f"; {text}" if any(c.isalpha() for c in text) else ""
-    return f"truncated or not a PyTorch file ({size} bytes{detail}); copy it again or use another checkpoint"
+    return f"truncated or not a PyTorch file ({size} bytes{detail})"
 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> Config:
