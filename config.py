@@ -135,7 +135,11 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    encoder: str = "resnet50"  # any segmentation-models-pytorch encoder name
+    # attention_unet: ours; smp_unet / unetplusplus: segmentation-models-pytorch's Unet / UnetPlusPlus (Kim
+    # et al.: unetplusplus with encoder resnext50_32x4d); seed_unet: the seed blog's ResNet50 U-Net (its
+    # published module names, so its released weights import: python -m unet.import_weights)
+    arch: Literal["attention_unet", "smp_unet", "unetplusplus", "seed_unet"] = "attention_unet"
+    encoder: str = "resnet50"  # any segmentation-models-pytorch encoder name (seed_unet: resnet50 only)
     encoder_weights: str | None = "imagenet"  # null, "imagenet" (downloaded) or a local file path
     decoder_channels: list[int] = Field([256, 128, 64, 32, 16], min_length=1, max_length=5)  # positive widths
     attention: bool = True  # attention gates on every skip connection
@@ -147,8 +151,9 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _rules(self) -> ModelConfig:
+        self._check(all(c > 0 for c in self.decoder_channels), "decoder_channels", f"widths must be positive, got {self.decoder_channels}")
         return self._check(
-            all(c > 0 for c in self.decoder_channels), "decoder_channels", f"widths must be positive, got {self.decoder_channels}"
+            self.arch != "seed_unet" or self.encoder == "resnet50", "encoder", f"seed_unet is built on resnet50, got {self.encoder}"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,17 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def non_finite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors in a state dict that hold NaN or infinity."""
     return [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
+def state_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """How `state` differs from what `model` holds (missing, unexpected and wrongly shaped keys, the first
+    of each), or None when it loads strictly."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    found = [(what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", reshaped)) if keys]
+    return "; ".join(f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in found) + " keys" if found else None
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

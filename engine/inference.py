@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from config import Config, ConfigError
-from engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors
+from engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors, state_mismatch
 from engine.errors import UnknownNameError
 from metrics import SegmentationMeter
 
@@ -76,17 +76,9 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module,
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], checkpoint: str | Path) -> None:
     """Load a checkpoint's weights into the model its config describes; a mismatch (an edited config,
     another project's file) is a CheckpointError naming the file and the first differing keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    reshaped = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in weights and weights[k].shape != own[k].shape]
-    problems = [
-        f"{len(keys)} {what} (e.g. {keys[0]})"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", reshaped))
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"{checkpoint}: its weights do not fit the model its config describes: {'; '.join(problems)} keys")
+    mismatch = state_mismatch(model, weights)
+    if mismatch:
+        raise CheckpointError(f"{checkpoint}: its weights do not fit the model its config describes: {mismatch}")
     model.load_state_dict(weights)
 
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import UnknownNameError, WrinkleError
+from unet.freezing import EncoderFreezing
 from unet.unet_parts import DecoderBlock, FullResolutionStem, OutputHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FREEZE_POLICIES = ("none", "all", "partial")
 HUB_CHECK_TIMEOUT_S = 5.0  # one request to the Hugging Face hub; huggingface_hub's own retries take ~27 s offline
 
 
@@ -149,7 +149,7 @@ def build_encoder(name: str, weights: str | None, in_channels: int = 3, depth: i
     return encoder
 
 
-class AttentionUNet(nn.Module):
+class AttentionUNet(EncoderFreezing):
     """U-Net with an smp encoder, attention-gated skips, transposed-conv decoder and full-resolution logits.
 
     Input: float RGB in [0, 1], N x 3 x H x W, any H and W (padded internally to a multiple of 32).
@@ -185,8 +185,6 @@ class AttentionUNet(nn.Module):
         # The head keeps PyTorch's default init: a RetinaNet-style rare-class prior bias (p = 0.01) was
         # tried and slowed early learning under Dice + Focal (validation IoU 0.01 vs 0.35 after 2 epochs).
         self.head = OutputHead(decoder_channels[-1], classes)
-        # Names, not modules: nn.SyncBatchNorm.convert_sync_batchnorm replaces the modules (keeping
-        # their parameters), and the replacements must stay frozen too.
         self._frozen_bn: list[str] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,59 +199,3 @@ class AttentionUNet(nn.Module):
         for block, skip in zip(self.decoder, skips):
             y = block(y, skip)
         return self.head(y)[..., :height, :width]
-
-    def train(self, mode: bool = True) -> AttentionUNet:
-        """Like nn.Module.train, but frozen encoder BatchNorm layers keep their running statistics."""
-        super().train(mode)
-        for name in self._frozen_bn:
-            self.get_submodule(name).eval()
-        return self
-
-    def encoder_stages(self) -> list[list[nn.Module]]:
-        """The encoder's top-level modules grouped by output stride, shallowest stage first."""
-        root: nn.Module = self.encoder
-        while len(list(root.children())) == 1:  # descend through wrappers such as timm's `model`
-            root = next(root.children())
-        strides: dict[nn.Module, int] = {}
-        hooks = [child.register_forward_hook(lambda mod, _inp, out: strides.setdefault(mod, out)) for child in root.children()]
-        probe = torch.zeros(1, 3, 2 * self.stride, 2 * self.stride, device=self.input_mean.device)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                self.encoder(probe)
-        finally:
-            for hook in hooks:
-                hook.remove()
-            self.train(was_training)
-        by_stride: dict[int, list[nn.Module]] = {}
-        for module, out in strides.items():
-            out = out[-1] if isinstance(out, (list, tuple)) else out
-            by_stride.setdefault(probe.shape[-1] // out.shape[-1], []).append(module)
-        return [by_stride[s] for s in sorted(by_stride)]
-
-    def freeze_encoder(self, policy: str, unfrozen_stages: int = 0) -> None:
-        """Freeze encoder weights: "none", "all", or "partial" (all but the last `unfrozen_stages` stages).
-
-        Frozen BatchNorm layers are kept in eval mode so their statistics do not drift.
-        """
-        if policy not in FREEZE_POLICIES:
-            raise UnknownNameError(f"model.freeze_encoder: unknown policy {policy!r}; valid: {', '.join(FREEZE_POLICIES)}")
-        for param in self.encoder.parameters():
-            param.requires_grad_(True)
-        self._frozen_bn = []
-        if policy == "none":
-            return
-        stages = self.encoder_stages()
-        frozen = stages if policy == "all" else stages[: max(len(stages) - unfrozen_stages, 0)]
-        frozen_modules = {module for stage in frozen for module in stage}
-        for module in frozen_modules:
-            for param in module.parameters():
-                param.requires_grad_(False)
-        if policy == "all":  # parameters outside any stage (rare) are frozen too
-            for param in self.encoder.parameters():
-                param.requires_grad_(False)
-            frozen_modules = {self.encoder}
-        inside = {m for root in frozen_modules for m in root.modules()}
-        self._frozen_bn = [name for name, m in self.named_modules() if m in inside and isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.train(self.training)
