@@ -30,6 +30,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from timing import median_forward_s  # noqa: E402 -- bench/ is on the path when a benchmark runs as a script
+
 
 def photo_paths() -> list[Path]:
     shared = PROJECT_ROOT.parent / "shared" / "data"
@@ -38,23 +40,6 @@ def photo_paths() -> list[Path]:
     import matplotlib.cbook
 
     return [Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
-
-
-def bare_forward_s(model, channels_last: bool, reps: int) -> float:
-    """Median seconds of one 512 px forward pass, as model_predictor runs it (no_grad, eval)."""
-    import torch
-
-    x = torch.rand(1, 3, 512, 512)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    with torch.no_grad():
-        model(x)  # warm-up
-        for _ in range(reps):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -94,7 +79,7 @@ def main() -> None:
                 for path in photos:
                     shutil.copy(path, folders[passes] / f"{k}_{path.name}")
         model, _, _ = load_model(checkpoint, torch.device("cpu"))
-        bare, per_photo, startup = [bare_forward_s(model, args.channels_last, 5)], [], []
+        bare, per_photo, startup = [median_forward_s(model, 512, 5, args.channels_last)], [], []
         for round_ in range(args.rounds):
             totals = {}
             for passes, folder in folders.items():
@@ -102,7 +87,7 @@ def main() -> None:
                 rows = predict_folder(checkpoint, folder, tmp / f"out_{round_}_x{passes}", batch_size=1)
                 totals[passes] = time.perf_counter() - start
                 assert all(r["status"] == "ok" for r in rows), rows
-                bare.append(bare_forward_s(model, args.channels_last, 5))
+                bare.append(median_forward_s(model, 512, 5, args.channels_last))
             # The difference between a run over 1 + repeat passes and a run over 1 pass is `repeat`
             # passes of photos, free of every one-time cost (checkpoint, model files, warm-up).
             per_photo.append((totals[1 + args.repeat] - totals[1]) / (len(photos) * args.repeat))
