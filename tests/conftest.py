@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 # Before anything imports albumentations or wandb.
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
@@ -36,3 +40,20 @@ def cli_env() -> dict[str, str]:
 
 def python() -> str:
     return sys.executable
+
+
+def random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0, scale: float = 0.02) -> dict[str, torch.Tensor]:
+    """A state dict with these names and shapes (a published model's, from a fixture) and random values
+    small enough for a finite forward pass: the published weights themselves are never downloaded."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, shape in shapes.items():
+        if name.endswith("num_batches_tracked"):
+            weights[name] = torch.randint(1, 1000, shape, generator=gen)
+        elif name.endswith("running_var"):
+            weights[name] = 0.5 + torch.rand(shape, generator=gen)
+        else:
+            weights[name] = scale * torch.randn(shape, generator=gen)
+    return weights

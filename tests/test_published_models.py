@@ -14,6 +14,7 @@ import torch
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cli import run_cli
 from engine.errors import OutputError, UnknownNameError
+from tests.conftest import random_weights
 from unet import import_weights as iw
 from unet.seed_unet import SEED_KEY_COUNT, SEED_PARAMETER_COUNT, SeedUNet
 from unet.unet_model import WeightsError
@@ -26,20 +27,6 @@ def published_shapes() -> dict[str, tuple[int, ...]]:
     """Name -> shape of every key of the seed's released state dict, from the fixture."""
     rows = [line.split("\t") for line in FIXTURE.read_text().splitlines() if line and not line.startswith("#")]
     return {name: tuple(int(n) for n in shape.split(",") if n) for name, shape in rows}
-
-
-def random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with these names and shapes and random values small enough for a finite forward pass."""
-    gen = torch.Generator().manual_seed(seed)
-    weights = {}
-    for name, shape in shapes.items():
-        if name.endswith("num_batches_tracked"):
-            weights[name] = torch.randint(1, 1000, shape, generator=gen)
-        elif name.endswith("running_var"):
-            weights[name] = 0.5 + torch.rand(shape, generator=gen)
-        else:
-            weights[name] = 0.02 * torch.randn(shape, generator=gen)
-    return weights
 
 
 @pytest.fixture(scope="module")

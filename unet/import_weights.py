@@ -2,6 +2,7 @@
 
     python -m unet.import_weights seed-unet best_checkpoint_iou032.pth --output models/seed_unet.pt
     python -m unet.import_weights seed-unet wrinkle_model.safetensors --output models/seed_unet.pt
+    python -m unet.import_weights moon-unet stage2_unet.pth --check-only
 
 The file is read safely (torch.load with weights_only=True, or safetensors), its SHA-256 compared with
 the known releases (an unknown one is a warning, not an error: some releases publish none), and its
@@ -13,8 +14,15 @@ Models:
   seed-unet  github.com/rmsandu/FFHQ-detect-face-wrinkles: the ResNet50 U-Net without attention
              (390 keys, 72,293,185 parameters): its .pth (best_checkpoint_iou032.pth, with
              model_state_dict) or the Hugging Face rmsandu/ffhq-wrinkle-unet wrinkle_model.safetensors.
+  moon-unet  github.com/labhai/ffhq-wrinkle-dataset (Moon et al.): the stage-2 U-Net, RGB + texture input
+             (110 keys, 17,263,618 parameters): stage2_unet.pth (its `model` entry or the whole object).
+             --check-only for now: evaluate.py and predict.py cannot run it until the data pipeline feeds the
+             texture channel (model.input=rgb_texture), so no project checkpoint is written for it yet.
 
-Exit codes: 0 written (its path is printed); 1 nothing written (unreadable or foreign file, --output exists).
+--check-only verifies a file (digest, strict load, finite weights) and writes nothing.
+
+Exit codes: 0 written (its path is printed) or verified (--check-only); 1 nothing written (unreadable or
+foreign file, --output exists, a model that can only be checked).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ class PublishedModel:
     known_sha256: frozenset[str]
     overrides: tuple[str, ...]  # config key=value lines that describe how the weights were trained
     threshold: float  # the probability threshold the publisher used
+    not_writable: str = ""  # why no project checkpoint can be written for it yet (then only --check-only)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -109,6 +118,13 @@ def _read_seed(path: Path) -> dict[str, torch.Tensor]:
     return read_container(path)
 
 
+def _moon_unet() -> nn.Module:
+    """Moon et al.'s stage-2 U-Net (4 input channels, 2 classes), randomly initialized."""
+    from unet.moon_unet import MoonUNet
+
+    return MoonUNet()
+
+
 PUBLISHED: dict[str, PublishedModel] = {
     "seed-unet": PublishedModel(
         build=_seed_unet,
@@ -130,21 +146,35 @@ PUBLISHED: dict[str, PublishedModel] = {
         ),
         threshold=0.5,
     ),
+    "moon-unet": PublishedModel(
+        build=_moon_unet,
+        # inference.py takes ckpt["model"] if present, else the whole object, and strips `module.`; the
+        # optimizer state the .pth almost certainly also holds is ignored (read_container does all that).
+        read=read_container,
+        known_sha256=frozenset({"883034b3e0726dcdae946c312106dfde1d354ea5455fa21cba045a73058f4a25"}),  # stage2_unet.pth
+        overrides=(),  # config.py has no model.arch=moon_unet yet
+        threshold=0.5,  # their argmax(1) over two classes is softmax p1 > 0.5
+        not_writable="evaluate.py and predict.py support comes with the texture input (model.input=rgb_texture)",
+    ),
 }
 
 
-def import_weights(name: str, source: str | Path, output: str | Path, overwrite: bool = False) -> Path:
-    """Write `output`, a checkpoint of this project holding the published model `name`'s weights from `source`."""
+def import_weights(name: str, source: str | Path, output: str | Path | None, overwrite: bool = False) -> Path | None:
+    """Write `output`, a checkpoint of this project holding the published model `name`'s weights from `source`.
+    With `output` None (--check-only), only verify `source` (digest, strict load) and write nothing."""
     if name not in PUBLISHED:
         raise UnknownNameError(f"unknown published model {name!r}; valid: {', '.join(PUBLISHED)}")
     spec = PUBLISHED[name]
-    source, output = Path(source), Path(output)
+    source, output = Path(source), None if output is None else Path(output)
+    if output is not None and spec.not_writable:
+        raise OutputError(f"{name}: no project checkpoint can be written yet: {spec.not_writable}; pass --check-only to verify the file")
     if not source.is_file():
         raise WeightsNotFound(f"{source}: no such file; {WAY_OUT}")
-    if output.exists() and not overwrite:  # checked first: nothing is read for a run that cannot write
-        raise OutputError(f"--output {output} exists; pass --overwrite to replace it")
-    if output.exists() and output.resolve() == source.resolve():
-        raise OutputError(f"--output {output} is the weights file being imported; choose another path")
+    if output is not None and output.exists():  # checked first: nothing is read for a run that cannot write
+        if not overwrite:
+            raise OutputError(f"--output {output} exists; pass --overwrite to replace it")
+        if output.resolve() == source.resolve():
+            raise OutputError(f"--output {output} is the weights file being imported; choose another path")
     digest = file_digest(source, "sha256")
     state = spec.read(source)
     model = spec.build()
@@ -154,6 +184,9 @@ def import_weights(name: str, source: str | Path, output: str | Path, overwrite:
         log.info("%s: SHA-256 %s is a known %s release", source, digest, name)
     else:
         log.warning("%s: SHA-256 %s is not a known %s release; importing it anyway (check where the file came from)", source, digest, name)
+    if output is None:
+        log.info("%s: %d tensors of %s verified; nothing written (--check-only)", source, len(state), name)
+        return None
     cfg = load_config(None, list(spec.overrides))
     save_checkpoint(
         output,
@@ -176,7 +209,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("model", choices=sorted(PUBLISHED), help="which published model the file holds")
     parser.add_argument("file", type=Path, help="the published weights file (.pth or .safetensors)")
-    parser.add_argument("--output", type=Path, required=True, help="the checkpoint to write (.pt)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--output", type=Path, help="the checkpoint to write (.pt)")
+    target.add_argument("--check-only", action="store_true", help="verify the file (digest, strict load) and write nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -185,7 +220,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    print(import_weights(args.model, args.file, args.output, args.overwrite))
+    written = import_weights(args.model, args.file, args.output, args.overwrite)
+    print(written if written is not None else f"{args.file}: verified as {args.model} weights; nothing written")
     return EXIT_OK
 
 

@@ -13,29 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from unet.freezing import EncoderFreezing
+from unet.published_parts import DoubleConv, OutConv
 from unet.unet_model import IMAGENET_MEAN, IMAGENET_STD
 
 SEED_KEY_COUNT = 390
 SEED_PARAMETER_COUNT = 72_293_185
-
-
-class SeedDoubleConv(nn.Module):
-    """(3x3 conv without bias, BN, ReLU) x 2, then dropout: `double_conv.0..6`, as the seed named them."""
-
-    def __init__(self, in_channels: int, out_channels: int, dropout: float):
-        super().__init__()
-        self.double_conv = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.double_conv(x)
 
 
 class SeedUp(nn.Module):
@@ -44,24 +26,13 @@ class SeedUp(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, dropout: float):
         super().__init__()
         self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
-        self.conv = SeedDoubleConv(in_channels // 2 + skip_channels, out_channels, dropout)
+        self.conv = DoubleConv(in_channels // 2 + skip_channels, out_channels, dropout=dropout)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         x = self.up(x)
         if skip is not None:
             # The seed concatenates [skip, upsampled]: its released weights expect this channel order.
             x = torch.cat([skip, x], dim=1)
-        return self.conv(x)
-
-
-class SeedOutConv(nn.Module):
-    """The 1x1 output conv, named `outc.conv` as in the seed."""
-
-    def __init__(self, in_channels: int, classes: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, classes, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
 
@@ -96,7 +67,7 @@ class SeedUNet(EncoderFreezing):
         self.up3 = SeedUp(512, 256, 256, dropout)
         self.up4 = SeedUp(256, 64, 128, dropout)
         self.up5 = SeedUp(128, 0, 64, dropout)  # back to full resolution; the seed has no skip here
-        self.outc = SeedOutConv(64, 1)
+        self.outc = OutConv(64, 1)
         self._frozen_bn: list[str] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
