@@ -25,10 +25,10 @@ is no freeze_encoder.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unet.published_parts import DoubleConv, OutConv
+from unet.unet_parts import pad_to_multiple
 
 MOON_KEY_COUNT = 110
 MOON_PARAMETER_COUNT = 17_263_618
@@ -83,9 +83,7 @@ class MoonUNet(nn.Module):
             raise ValueError(f"MoonUNet takes N x 4 x H x W input (RGB in [0, 1], texture in [-1, 1]), not {tuple(x.shape)}")
         height, width = x.shape[-2:]
         x = torch.cat([x[:, :3] * 2 - 1, x[:, 3:]], dim=1)
-        pad_h, pad_w = -height % self.stride, -width % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x, self.stride)
         x1 = self.inc(x)
         x2 = self.down1(x1)
         x3 = self.down2(x2)

@@ -9,12 +9,12 @@ so the model follows this project's conventions like AttentionUNet does.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unet.freezing import EncoderFreezing
 from unet.published_parts import DoubleConv, OutConv
 from unet.unet_model import IMAGENET_MEAN, IMAGENET_STD
+from unet.unet_parts import pad_to_multiple
 
 SEED_KEY_COUNT = 390
 SEED_PARAMETER_COUNT = 72_293_185
@@ -73,9 +73,7 @@ class SeedUNet(EncoderFreezing):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = (x - self.input_mean) / self.input_std
-        pad_h, pad_w = -height % self.stride, -width % self.stride
-        if pad_h or pad_w:  # every stage then halves exactly, so no skip needs the seed's centring pad
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x, self.stride)
         x0 = self.input_layer(x)
         x1 = self.encoder1(self.pool(x0))
         x2 = self.encoder2(x1)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unet.freezing import EncoderFreezing
 from unet.unet_model import IMAGENET_MEAN, IMAGENET_STD, build_encoder
+from unet.unet_parts import pad_to_multiple
 
 SMP_ARCHS = {"smp_unet": "Unet", "unetplusplus": "UnetPlusPlus"}
 
@@ -46,5 +46,5 @@ class SmpSegmenter(EncoderFreezing):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = (x - self.input_mean) / self.input_std
-        x = F.pad(x, (0, -width % self.stride, 0, -height % self.stride))
+        x = pad_to_multiple(x, self.stride)
         return self.net(x)[..., :height, :width]

@@ -8,12 +8,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import UnknownNameError, WrinkleError
 from unet.freezing import EncoderFreezing
-from unet.unet_parts import DecoderBlock, FullResolutionStem, OutputHead
+from unet.unet_parts import DecoderBlock, FullResolutionStem, OutputHead, pad_to_multiple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,13 +68,11 @@ def _load_encoder_file(encoder: nn.Module, path: Path) -> None:
         state = state["state_dict"]
     state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
-    own = encoder.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
-    for problem, keys in (("lack", missing), ("have unknown", unexpected), ("have wrongly shaped", reshaped)):
-        if keys:
-            raise WeightsError(f"{path}: encoder weights {problem} keys ({len(keys)}, e.g. {', '.join(keys[:3])}); {way_out}")
+    from engine.checkpoint import state_mismatch
+
+    mismatch = state_mismatch(encoder, state)
+    if mismatch:
+        raise WeightsError(f"{path}: encoder weights that do not fit the encoder: {mismatch}; {way_out}")
     nn.Module.load_state_dict(encoder, state)  # not smp's override, which hides the result
 
 
@@ -190,9 +187,7 @@ class AttentionUNet(EncoderFreezing):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x = (x - self.input_mean) / self.input_std
-        pad_h, pad_w = -height % self.stride, -width % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_multiple(x, self.stride)
         features = self.encoder(x)
         skips = features[-2:0:-1] + [self.stem(x) if self.stem is not None else None]
         y = features[-1]

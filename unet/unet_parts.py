@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -72,3 +73,10 @@ class OutputHead(nn.Conv2d):
 
     def __init__(self, in_channels: int, classes: int = 1):
         super().__init__(in_channels, classes, kernel_size=1)
+
+
+def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Zero-pad an N x C x H x W batch on the right and bottom to a multiple of `stride` (callers crop
+    their output back to H x W): the one padding convention of every network here."""
+    pad_h, pad_w = -x.shape[-2] % stride, -x.shape[-1] % stride
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
