@@ -136,9 +136,12 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     # attention_unet: ours; smp_unet / unetplusplus: segmentation-models-pytorch's Unet / UnetPlusPlus (Kim
-    # et al.: unetplusplus with encoder resnext50_32x4d); seed_unet: the seed blog's ResNet50 U-Net (its
-    # published module names, so its released weights import: python -m unet.import_weights)
-    arch: Literal["attention_unet", "smp_unet", "unetplusplus", "seed_unet"] = "attention_unet"
+    # et al.: unetplusplus with encoder resnext50_32x4d); seed_unet: the seed blog's ResNet50 U-Net;
+    # moon_unet / swin_unetr: Moon et al.'s FFHQ-Wrinkle U-Net and Swin UNETR (input rgb_texture, no
+    # pretrained encoder). The published models keep their released module names, so their weights
+    # import: python -m unet.import_weights
+    arch: Literal["attention_unet", "smp_unet", "unetplusplus", "seed_unet", "moon_unet", "swin_unetr"] = "attention_unet"
+    input: Literal["rgb", "rgb_texture"] = "rgb"  # rgb_texture: a 4th channel, Moon et al.'s texture map (data/texture.py)
     encoder: str = "resnet50"  # any segmentation-models-pytorch encoder name (seed_unet: resnet50 only)
     encoder_weights: str | None = "imagenet"  # null, "imagenet" (downloaded) or a local file path
     decoder_channels: list[int] = Field([256, 128, 64, 32, 16], min_length=1, max_length=5)  # positive widths
@@ -152,9 +155,24 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _rules(self) -> ModelConfig:
         self._check(all(c > 0 for c in self.decoder_channels), "decoder_channels", f"widths must be positive, got {self.decoder_channels}")
-        return self._check(
+        self._check(
             self.arch != "seed_unet" or self.encoder == "resnet50", "encoder", f"seed_unet is built on resnet50, got {self.encoder}"
         )
+        if self.arch in ("moon_unet", "swin_unetr"):  # Moon et al.'s networks: fixed, 4 channels, trained from scratch
+            self._check(self.input == "rgb_texture", "input", f"{self.arch} takes RGB + the texture map; set model.input=rgb_texture")
+            self._check(self.encoder == "resnet50", "encoder", f"{self.arch} has no choice of encoder; leave model.encoder at resnet50")
+            self._check(
+                self.encoder_weights is None,
+                "encoder_weights",
+                f"{self.arch} has no pretrained encoder; set model.encoder_weights=null (start from released weights with model.init_from)",
+            )
+            self._check(
+                self.freeze_encoder == "none" or self.init_from is not None,
+                "freeze_encoder",
+                f"{self.arch} trained from scratch has nothing to freeze (its encoder starts random); set model.freeze_encoder=none, "
+                "or fine-tune released weights with model.init_from",
+            )
+        return self
 
 
 class LossConfig(_Section):
@@ -403,6 +421,29 @@ def _read_config_text(path: Path) -> str:
         ) from err
 
 
+def _read_config_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A config file's sections, on top of those of the file its top-level `base:` names (a path relative
+    to it, e.g. `base: ../../config.yaml`), recursively: recipes that differ from a shared one in a few keys."""
+    text = _read_config_text(path)
+    try:
+        loaded = yaml.load(text, Loader=_Yaml12Loader) or {}
+    except _YAML_FAULTS as err:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if "base" not in loaded:
+        return loaded
+    parent = loaded.pop("base")
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: base: must be the path of another config file (relative to this one), got {_show(parent)}")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in chain or parent_path == path.resolve():
+        raise ConfigError(f"{path}: base: {parent} leads back to {parent_path.name} (a cycle of base files)")
+    if not parent_path.is_file():
+        raise ConfigError(f"{path}: base: no config file {parent_path}")
+    return _merge(_read_config_file(parent_path, (*chain, path.resolve())), loaded)
+
+
 def _merge(base: dict, update: dict) -> dict:
     """Recursive dict merge: mappings merge key by key, anything else (lists included) replaces."""
     merged = dict(base)
@@ -476,20 +517,20 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     return values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
-    """Defaults, then `base` (e.g. a checkpoint's config), then the YAML file, then dotted overrides."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None, keep: tuple[str, ...] = ()
+) -> Config:
+    """Defaults, then `base` (e.g. a checkpoint's config), then the YAML file, then dotted overrides; the
+    sections named in `keep` stay `base`'s whatever the file and overrides say (evaluate.py: the model is
+    the checkpoint's, even under a training config that describes another one)."""
     values = config_to_dict(Config() if base is None else config_from_dict(base))
     if path is not None:
-        path = Path(path)
-        text = _read_config_text(path)
-        try:
-            loaded = yaml.load(text, Loader=_Yaml12Loader) or {}
-        except _YAML_FAULTS as err:
-            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from err
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        values = _merge(values, loaded)
-    return config_from_dict(apply_overrides(values, overrides or []))
+        values = _merge(values, _read_config_file(Path(path)))
+    values = apply_overrides(values, overrides or [])
+    if keep:
+        kept = config_to_dict(config_from_dict(base or {}))
+        values.update({section: kept[section] for section in keep})
+    return config_from_dict(values)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

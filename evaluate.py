@@ -7,7 +7,8 @@
 Writes OUTPUT/metrics.json (every figure with its definition), OUTPUT/per_image.csv, roc.png, pr.png,
 threshold.png and overlays/ of the best and worst images; with --save-probs also OUTPUT/probs/<id>.npz
 (arrays prob, truth, region: the exact pixels scored, to recompute any figure, e.g. with scikit-learn). The data comes from the checkpoint's own
-config unless --config or key=value overrides say otherwise; the model always comes from the checkpoint.
+config unless --config or key=value overrides say otherwise; the model always comes from the checkpoint
+(a model section in --config, or model.* overrides, are not used).
 --baseline ridge scores a classical ridge filter under the same protocol instead, its threshold chosen
 on the validation split. OUTPUT must be new or empty; --overwrite replaces an earlier evaluate.py run
 there (never a file evaluate.py did not write). metrics.json is written last: a folder without it is

@@ -2,7 +2,8 @@
 
     python bench/architectures.py [--repeats 3]
 
-In one process, for every `model.arch` (ResNet50 encoders, ResNeXt-50 for Kim et al.'s UNet++) and for
+In one process, for every `model.arch` (ResNet50 encoders, ResNeXt-50 for Kim et al.'s UNet++; Moon et
+al.'s U-Net and Swin UNETR with their 4-channel input) and for
 segmentation-models-pytorch's Unet-ResNet50 as the reference: the median eval-mode forward of one image
 (batch 1, float32, NCHW, no gradient) after a warm-up, and its ratio to the reference's median measured
 in the same process at the same size. One JSON line per architecture.
@@ -27,6 +28,9 @@ ARCHS = {  # name -> dotted overrides (no download: random weights time the same
     "attention_unet": ["model.arch=attention_unet", "model.encoder=resnet50"],
     "unetplusplus_resnext50": ["model.arch=unetplusplus", "model.encoder=resnext50_32x4d"],
     "seed_unet": ["model.arch=seed_unet", "model.encoder=resnet50"],
+    # Moon et al.'s: 4 channels (RGB + texture map); Swin UNETR pads every input to a multiple of 1024.
+    "moon_unet": ["model.arch=moon_unet", "model.input=rgb_texture"],
+    "swin_unetr": ["model.arch=swin_unetr", "model.input=rgb_texture"],
 }
 
 

@@ -1,9 +1,9 @@
 """On-disk cache of decoded samples at the training resolution.
 
-Each sample becomes one uncompressed .npy (5H x W uint8: the RGB image's bytes, then the wrinkle mask,
-then the skin mask, so reading it back needs no copy), named by a
+Each sample becomes one uncompressed .npy ((C + 2)H x W uint8: the H x W x C image's bytes (RGB, or RGB +
+texture map), then the wrinkle mask, then the skin mask, so reading it back needs no copy), named by a
 hash of everything that determines it: the source files' paths, sizes and modification times, the
-mask rules and the resolution. A changed file or size gives a new name, so stale entries are never
+mask rules, the resolution and the texture recipe. A changed file or size gives a new name, so stale entries are never
 read; they can be deleted at any time.
 """
 
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.decode import load_sample
+from data.decode import decode_sample
 from data.image_io import ImageReadError
 from data.sources import Sample
+from data.texture import TEXTURE_RECIPE
 from engine.errors import OutputError
 from engine.fileio import atomic_write
 
@@ -31,8 +32,8 @@ def _stat(path: Path | None) -> list | None:
     return [str(path.resolve()), info.st_size, info.st_mtime_ns]
 
 
-def cache_key(sample: Sample, size: int) -> str:
-    """A name that changes whenever the sample's files, mask rules or the resolution change."""
+def cache_key(sample: Sample, size: int, texture: bool = False) -> str:
+    """A name that changes whenever the sample's files, mask rules, the resolution or the channels change."""
     description = {
         "version": CACHE_VERSION,
         "size": size,
@@ -43,23 +44,27 @@ def cache_key(sample: Sample, size: int) -> str:
         "mask_threshold": sample.mask_threshold,
         "mask_crop": list(sample.mask_crop) if sample.mask_crop else None,
     }
+    if texture:  # RGB-only entries keep their names (and stay valid)
+        description["texture"] = TEXTURE_RECIPE
     return hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
 def pack(image: np.ndarray, mask: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """One 5H x W uint8 array: the H x W x 3 image's bytes as 3H rows, the wrinkle mask, the skin mask (0/1)."""
+    """One (C + 2)H x W uint8 array: the H x W x C image's bytes as CH rows, the wrinkle mask, the skin mask (0/1)."""
     height, width = mask.shape
-    return np.concatenate([np.ascontiguousarray(image).reshape(3 * height, width), mask.astype(np.uint8), skin.astype(np.uint8)])
+    channels = image.shape[2]
+    return np.concatenate([np.ascontiguousarray(image).reshape(channels * height, width), mask.astype(np.uint8), skin.astype(np.uint8)])
 
 
-def unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RGB image (H x W x 3) and uint8 0/1 wrinkle and skin masks: contiguous views, no copy."""
-    height, width = packed.shape[0] // 5, packed.shape[1]
-    return packed[: 3 * height].reshape(height, width, 3), packed[3 * height : 4 * height], packed[4 * height :]
+def unpack(packed: np.ndarray, channels: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (H x W x channels) and uint8 0/1 wrinkle and skin masks: contiguous views, no copy."""
+    height, width = packed.shape[0] // (channels + 2), packed.shape[1]
+    image_rows = channels * height
+    return packed[:image_rows].reshape(height, width, channels), packed[image_rows : image_rows + height], packed[image_rows + height :]
 
 
-def cached_path(cache_dir: Path, sample: Sample, size: int) -> Path:
-    key = cache_key(sample, size)
+def cached_path(cache_dir: Path, sample: Sample, size: int, texture: bool = False) -> Path:
+    key = cache_key(sample, size, texture)
     return cache_dir / key[:2] / f"{key}.npy"
 
 
@@ -67,18 +72,18 @@ class CacheWriteError(OutputError):
     """The cache folder cannot take a file (disk full, read-only, ...): the sample itself is fine."""
 
 
-def ensure_cached(cache_dir: Path, sample: Sample, size: int) -> Path:
+def ensure_cached(cache_dir: Path, sample: Sample, size: int, texture: bool = False) -> Path:
     """The cache file of `sample`, decoding and writing it (atomically) when it is not there yet.
 
     Raises ImageReadError when the sample's own files cannot be read, CacheWriteError when the cache
     cannot be written (nothing half-written is left behind)."""
     try:
-        path = cached_path(cache_dir, sample, size)
+        path = cached_path(cache_dir, sample, size, texture)
     except OSError as err:  # stat() of a source file
         raise ImageReadError(f"{err.filename}: cannot read ({err.strerror})") from err
     if path.is_file():
         return path
-    packed = pack(*load_sample(sample, size))
+    packed = pack(*decode_sample(sample, size, texture))
     try:
         with atomic_write(path) as handle:
             np.save(handle, packed, allow_pickle=False)
@@ -87,10 +92,10 @@ def ensure_cached(cache_dir: Path, sample: Sample, size: int) -> Path:
     return path
 
 
-def read_cached(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return unpack(np.load(path, allow_pickle=False))
+def read_cached(path: Path, channels: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return unpack(np.load(path, allow_pickle=False), channels)
 
 
-def mask_is_marked(path: Path) -> bool:
+def mask_is_marked(path: Path, channels: int = 3) -> bool:
     """Whether the cached sample's wrinkle mask marks any pixel (reads only the mask's rows)."""
-    return bool(unpack(np.load(path, mmap_mode="r", allow_pickle=False))[1].any())
+    return bool(unpack(np.load(path, mmap_mode="r", allow_pickle=False), channels)[1].any())

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data.cache import CacheWriteError, ensure_cached, mask_is_marked, pack, read_cached, unpack
-from data.decode import load_sample
+from data.decode import decode_sample
 from data.image_io import ImageReadError
 from data.sources import DataError, Sample, configured_sources
 from data.splits import SPLITS, SplitReport, assign_splits
@@ -35,7 +35,10 @@ class WrinkleDataset(Dataset):
     Samples are decoded once at construction (in threads: OpenCV decodes without the GIL) into the
     disk cache ("disk"), into RAM ("memory"), or only checked ("none": decoded again on every read).
     Unreadable files are reported by name and left out there, so one bad file never stops an epoch.
-    Each item is a dict: `image` (3 x H x W uint8), `mask` and `face_mask` (1 x H x W uint8, 0/1), `id`.
+    Each item is a dict: `image` (C x H x W uint8: RGB, and with `texture` the texture map as a 4th
+    channel), `mask` and `face_mask` (1 x H x W uint8, 0/1), `id`. The texture map is computed when a
+    sample is decoded (so it is cached with it) and then moves with the wrinkle mask: geometric
+    augmentation, nearest-neighbour; photometric augmentation touches the RGB channels only.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class WrinkleDataset(Dataset):
         patch_size: int = 0,
         patch_wrinkle_fraction: float = 0.0,
         workers: int = 4,
+        texture: bool = False,
     ):
         if cache not in CACHE_MODES:
             raise UnknownNameError(f"data.cache {cache!r}; valid: {', '.join(CACHE_MODES)}")
@@ -60,6 +64,8 @@ class WrinkleDataset(Dataset):
         self.cache = cache
         self.patch_size = patch_size
         self.patch_wrinkle_fraction = patch_wrinkle_fraction
+        self.texture = texture
+        self.channels = 4 if texture else 3
         self.rng = np.random.default_rng(0)  # patch positions; reseeded per epoch and per worker
         cache_dir = Path(cache_dir)
         cache_failures: list[str] = []
@@ -69,11 +75,11 @@ class WrinkleDataset(Dataset):
             try:
                 if cache == "disk":
                     try:
-                        return ensure_cached(cache_dir, sample, image_size)
+                        return ensure_cached(cache_dir, sample, image_size, texture)
                     except CacheWriteError as err:  # not the sample's fault: decode it on every read instead
                         cache_failures.append(str(err))
                         return sample
-                packed = pack(*load_sample(sample, image_size))  # decoding also checks the files
+                packed = pack(*decode_sample(sample, image_size, texture))  # decoding also checks the files
                 return packed if cache == "memory" else sample
             except ImageReadError as err:
                 log.warning("skipped %s: %s", sample.id, err)
@@ -99,19 +105,19 @@ class WrinkleDataset(Dataset):
         return len(self.samples)
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image, wrinkle mask and skin mask (uint8, 0/1) of sample `index` at the training resolution."""
+        """Image (H x W x C), wrinkle mask and skin mask (uint8, 0/1) of sample `index` at the training resolution."""
         entry = self.entries[index]
         if isinstance(entry, Path):
-            return read_cached(entry)
+            return read_cached(entry, self.channels)
         if isinstance(entry, np.ndarray):
-            return unpack(entry)
-        return unpack(pack(*load_sample(entry, self.image_size)))
+            return unpack(entry, self.channels)
+        return unpack(pack(*decode_sample(entry, self.image_size, self.texture)), self.channels)
 
     def has_wrinkles(self) -> bool:
         """Whether any sample's wrinkle mask marks a pixel (stops at the first that does)."""
         for index, entry in enumerate(self.entries):
             if isinstance(entry, Path):
-                if mask_is_marked(entry):
+                if mask_is_marked(entry, self.channels):
                     return True
             elif self.arrays(index)[1].any():
                 return True
@@ -133,12 +139,17 @@ class WrinkleDataset(Dataset):
             index = key
         image, mask, skin = self.arrays(index)
         if self.zero_non_skin:
-            image = cv2.bitwise_and(image, image, mask=skin)  # ~20x faster than image * skin[..., None]
+            # ~20x faster than image * skin[..., None]; the texture channel is already zero off skin
+            image = cv2.bitwise_and(image, image, mask=skin)
         if self.patch_size:
             image, mask, skin = wrinkle_patch(image, mask, skin, self.patch_size, self.patch_wrinkle_fraction, self.rng)
         if self.transform is not None:
-            out = self.transform(image=image, masks=[mask, skin])
-            image, (mask, skin) = out["image"], out["masks"]
+            # The texture map goes as a mask: it moves with the face, but blur, noise and CLAHE are not applied to it.
+            masks = [mask, skin] + ([image[..., 3]] if self.texture else [])
+            out = self.transform(image=np.ascontiguousarray(image[..., :3]), masks=masks)
+            image, (mask, skin) = out["image"], out["masks"][:2]
+            if self.texture:
+                image = np.dstack([image, out["masks"][2]])
         mask = dilate_mask(mask, self.mask_dilation)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),  # collation copies once
@@ -178,6 +189,7 @@ def build_dataset(cfg: Config, split: str, samples: list[Sample] | None = None, 
         cache_dir=d.cache_dir,
         patch_size=d.patch_size if training else 0,
         patch_wrinkle_fraction=d.patch_wrinkle_fraction,
+        texture=cfg.model.input == "rgb_texture",
     )
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from data.image_io import ImageReadError, read_binary_mask, read_rgb, resize_mask, resize_rgb
 from data.sources import FFHQ_FRAME, Sample
+from data.texture import with_texture
 
 
 def _fit_to_image(mask: np.ndarray, path: Path, what: str, height: int, width: int, thin: bool = True) -> np.ndarray:
@@ -84,3 +85,10 @@ def load_sample(sample: Sample, size: int | None) -> tuple[np.ndarray, np.ndarra
         return image, mask, skin
     image, mask, skin = pad_to_square(image), pad_to_square(mask), pad_to_square(skin)
     return resize_rgb(image, size, size), resize_mask(mask, size, size), resize_mask(skin, size, size, thin=False)
+
+
+def decode_sample(sample: Sample, size: int, texture: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`load_sample` at size x size, with the texture map as a 4th image channel when `texture`
+    (computed at this resolution, from the whole image, zeroed outside skin: data/texture.py)."""
+    image, mask, skin = load_sample(sample, size)
+    return (with_texture(image, skin) if texture else image), mask, skin

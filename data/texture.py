@@ -77,11 +77,11 @@ def texture_map(image: np.ndarray, skin: np.ndarray | None = None, reference_siz
     return texture
 
 
-def texture_channel(image: np.ndarray, skin: np.ndarray | None = None, reference_size: int = REFERENCE_SIZE) -> np.ndarray:
-    """The model's 4th input channel (float32 H x W in [-1, 1]) as Moon et al. feed the texture map."""
-    channel = texture_map(image, skin, reference_size).astype(np.float32)
-    # Their inference scales x / 255 * 2 - 1 only when the array's max is > 1, so an all-zero map (no skin)
-    # stays 0 instead of -1. Kept, since the published weights were trained and evaluated that way.
-    if channel.max() > 1:
-        channel = channel / 255.0 * 2.0 - 1.0
-    return channel
+# What determines the texture channel: a cache entry made with another recipe must not be read.
+TEXTURE_RECIPE = f"bt709-dark-floor-k{REFERENCE_KERNEL}-s{REFERENCE_SIGMA:g}@{REFERENCE_SIZE}"
+
+
+def with_texture(image: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """H x W x 4 uint8: the RGB image, then its texture map zeroed outside `skin` (bool or 0/1 H x W) —
+    the model input of `model.input=rgb_texture`, at whatever resolution the image is (the blur scales)."""
+    return np.dstack([image, texture_map(image, skin.astype(bool, copy=False))])

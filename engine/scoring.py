@@ -110,7 +110,9 @@ def evaluate_checkpoint(
     `output_dir` follows `OutputFolder`'s rules (`overwrite`)."""
     device = resolve_device("auto")
     model, ckpt_cfg, state = load_model(checkpoint, device)
-    cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg))
+    # The network is the checkpoint's, and so is what it takes (model.input: the texture channel or not):
+    # a training config's model section (config.yaml's, say) describes another model and is not used.
+    cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg), keep=("model",))
     if cfg.data.image_size != ckpt_cfg.data.image_size:
         log.warning("evaluating at %d px; the model was trained at %d px", cfg.data.image_size, ckpt_cfg.data.image_size)
     used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg, checkpoint)
@@ -154,7 +156,7 @@ def evaluate_baseline(
     baseline = RidgeBaseline(cfg.data.image_size)
 
     def predictor(batch: dict):
-        return None, baseline(batch["image"], batch["face_mask"])
+        return None, baseline(batch["image"][:, :3], batch["face_mask"])
 
     val = build_dataset(cfg, "val", training=False)
     _, val_meter, _ = score_loader(
@@ -196,15 +198,18 @@ def saving_predictor(predictor: Predictor, output: OutputFolder, region: str) ->
 def write_overlays(
     predictor: Predictor, dataset: WrinkleDataset, rows: list[dict], output: OutputFolder, cfg: Config, threshold: float
 ) -> None:
-    """Overlays (truth green, prediction red, overlap yellow) for the best and worst images by IoU."""
+    """Overlays (truth green, prediction red, overlap yellow) for the best and worst images by IoU; each
+    image once (a split of fewer than 2 x N_OVERLAYS images is not run through the model twice)."""
     order = sorted(range(len(rows)), key=lambda i: rows[i]["iou"])
-    picks = {f"worst{n + 1}": i for n, i in enumerate(order[:N_OVERLAYS])}
-    picks.update({f"best{n + 1}": i for n, i in enumerate(reversed(order[-N_OVERLAYS:]))})
+    worst = order[:N_OVERLAYS]
+    best = [i for i in reversed(order) if i not in worst][:N_OVERLAYS]
+    picks = {f"worst{n + 1}": i for n, i in enumerate(worst)}
+    picks.update({f"best{n + 1}": i for n, i in enumerate(best)})
     for tag, index in picks.items():
         item = dataset[index]
         batch = {key: value[None] if hasattr(value, "shape") else [value] for key, value in item.items()}
         prob = predictor(batch)[1][0].cpu().numpy()
-        image = item["image"].permute(1, 2, 0).numpy()
+        image = item["image"][:3].permute(1, 2, 0).numpy()  # RGB (a texture channel is not pictured)
         truth = item["mask"][0].numpy().astype(bool)
         pred = prob >= threshold
         if cfg.eval.region == "skin":

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from config import FaceConfig
+from config import Config, FaceConfig
 from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read_rgb
+from data.texture import with_texture
 from engine.cli import InputError, input_status, list_inputs, write_batch
 from engine.errors import OutputError
 from engine.inference import inference_amp, load_model, model_predictor, resolve_device, resolve_threshold
@@ -134,10 +135,10 @@ def predict_folder(
             names[name] = path
             pending.append(item)
         if len(pending) >= batch_size:
-            write_results(output, segment_batch(pending, predictor, cfg.data.zero_non_skin, used_threshold, save_probs), rows, files)
+            write_results(output, segment_batch(pending, predictor, cfg, used_threshold, save_probs), rows, files)
             pending.clear()
     # The last photos, and the final summary.csv with every file's row.
-    write_results(output, segment_batch(pending, predictor, cfg.data.zero_non_skin, used_threshold, save_probs), rows, files)
+    write_results(output, segment_batch(pending, predictor, cfg, used_threshold, save_probs), rows, files)
     output.finish()
     return [rows[p] for p in files]
 
@@ -161,13 +162,20 @@ def prepare_photo(path: Path, name: str, row: dict, cropper: FaceCropper | None,
     return None
 
 
+def model_input(crop: FaceCrop, zero_non_skin: bool, texture: bool) -> np.ndarray:
+    """H x W x C uint8: the face crop as the model's training faces were made (data/dataset.py): the
+    texture map (`texture`) from the whole crop, zero off skin; RGB zeroed off skin with `zero_non_skin`."""
+    image = crop.image * crop.skin[..., None] if zero_non_skin else crop.image
+    return np.dstack([image, with_texture(crop.image, crop.skin)[..., 3]]) if texture else image
+
+
 def segment_batch(
-    pending: list[Prepared], predictor, zero_non_skin: bool, threshold: float, save_probs: bool
+    pending: list[Prepared], predictor, cfg: Config, threshold: float, save_probs: bool
 ) -> dict[Path, tuple[dict[str, np.ndarray], dict]]:
     """Each prepared photo's output images and summary figures, from one batched forward pass."""
     if not pending:
         return {}
-    inputs = [p.crop.image * p.crop.skin[..., None] if zero_non_skin else p.crop.image for p in pending]
+    inputs = [model_input(p.crop, cfg.data.zero_non_skin, cfg.model.input == "rgb_texture") for p in pending]
     probs = predictor({"image": torch.from_numpy(np.stack(inputs).transpose(0, 3, 1, 2).copy())})[1].float().cpu().numpy()
     return {item.path: segment_result(item, prob, threshold, save_probs) for item, prob in zip(pending, probs)}
 

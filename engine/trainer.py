@@ -263,7 +263,7 @@ def validation_overlays(model: nn.Module, val_set: WrinkleDataset, cfg: Config, 
     for index in range(min(4, len(val_set))):
         item = val_set[index]
         prob = predictor({"image": item["image"][None]})[1][0].cpu().numpy()
-        image = item["image"].permute(1, 2, 0).numpy()
+        image = item["image"][:3].permute(1, 2, 0).numpy()  # RGB (a texture channel is not pictured)
         images[f"val/overlay_{item['id']}"] = overlay(image, prob >= threshold, item["mask"][0].numpy().astype(bool))
     return images
 

@@ -42,6 +42,14 @@ def python() -> str:
     return sys.executable
 
 
+def fixture_shapes(filename: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every key of a released state dict, from tests/fixtures/<filename> (one
+    `name<TAB>comma-separated shape` line per key, `#` comments)."""
+    text = (Path(__file__).parent / "fixtures" / filename).read_text()
+    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    return {name: tuple(int(n) for n in shape.split(",") if n) for name, shape in rows}
+
+
 def random_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0, scale: float = 0.02) -> dict[str, torch.Tensor]:
     """A state dict with these names and shapes (a published model's, from a fixture) and random values
     small enough for a finite forward pass: the published weights themselves are never downloaded."""

@@ -290,3 +290,35 @@ def test_sections_stay_mutable_and_validate_checks_them_again():
         validate(cfg)  # ...until validate (or config_from_dict) sees them
     face = FaceConfig(align="none", skin="none", crop_scale=1.2)
     assert face.model_copy(update={"skin": "mesh"}).skin == "mesh" and face.crop_scale == 1.2
+
+
+def test_a_config_file_builds_on_its_base(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.yaml").write_text("data:\n  image_size: 256\ntrain:\n  epochs: 7\n  batch_size: 3\n")
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "mid.yaml").write_text("base: ../shared/base.yaml\ntrain:\n  epochs: 9\n")
+    (tmp_path / "recipes" / "top.yaml").write_text("base: mid.yaml\nmodel:\n  arch: smp_unet\n")
+    cfg = load_config(tmp_path / "recipes" / "top.yaml", ["train.batch_size=5"])
+    assert (cfg.data.image_size, cfg.train.epochs, cfg.train.batch_size, cfg.model.arch) == (256, 9, 5, "smp_unet")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("base: missing.yaml\n", r"top.yaml: base: no config file .*missing.yaml"),
+        ("base: top.yaml\n", r"top.yaml: base: top.yaml leads back to top.yaml"),
+        ("base: loop.yaml\n", r"leads back to top.yaml \(a cycle of base files\)"),
+        ("base: [a.yaml]\n", r"top.yaml: base: must be the path of another config file"),
+    ],
+)
+def test_a_bad_base_is_a_one_line_error(tmp_path, text, match):
+    (tmp_path / "loop.yaml").write_text("base: top.yaml\n")
+    (tmp_path / "top.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(tmp_path / "top.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((PROJECT_ROOT / "configs").rglob("*.yaml")) + [PROJECT_ROOT / "config.yaml"]:
+        load_config(path)

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from engine.cli import run_cli
-from engine.errors import OutputError
-from tests.conftest import random_weights
+from tests.conftest import fixture_shapes, random_weights
 from unet import import_weights as iw
 from unet.moon_unet import MOON_KEY_COUNT, MOON_PARAMETER_COUNT, MoonUNet
 
-FIXTURE = Path(__file__).parent / "fixtures" / "moon_unet_keys.txt"
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-STAGE2_UNET_SHA256 = "883034b3e0726dcdae946c312106dfde1d354ea5455fa21cba045a73058f4a25"
 
 
 def published_shapes() -> dict[str, tuple[int, ...]]:
     """Name -> shape of every key of the released state dict, from the fixture."""
-    rows = [line.split("\t") for line in FIXTURE.read_text().splitlines() if line and not line.startswith("#")]
-    return {name: tuple(int(n) for n in shape.split(",") if n) for name, shape in rows}
+    return fixture_shapes("moon_unet_keys.txt")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +66,7 @@ def test_moon_unet_has_exactly_the_published_keys_and_shapes():
 
 
 def test_the_output_is_the_wrinkle_logit_difference(model):
-    x = torch.cat([torch.rand(2, 3, 32, 48), 2 * torch.rand(2, 1, 32, 48) - 1], dim=1)
+    x = project_input(2, 32, 48)
     with torch.no_grad():
         out, logits = model(x), model.class_logits(x)
     assert out.shape == (2, 1, 32, 48) and logits.shape == (2, 2, 32, 48)
@@ -81,14 +75,24 @@ def test_the_output_is_the_wrinkle_logit_difference(model):
     assert torch.equal((out[:, 0] > 0), logits.argmax(1) == 1)
 
 
-def test_moon_unet_takes_any_size_and_rescales_only_rgb(model):
-    x = torch.cat([torch.rand(1, 3, 40, 56), 2 * torch.rand(1, 1, 40, 56) - 1], dim=1)
+def project_input(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """This project's input: uint8 RGB and texture map values / 255."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 4, height, width), generator=generator).float() / 255
+
+
+def test_moon_unet_takes_any_size_and_scales_as_their_inference_does(model):
+    x = project_input(2, 40, 56)
+    x[1, 3] = 0  # a face without skin: an all-zero texture map, which their code leaves at 0
     with torch.no_grad():
         out = model(x)
-        # Their input for the same image: RGB x * 2 - 1, the texture as given, at a size their U-Net takes.
-        padded = torch.nn.functional.pad(torch.cat([x[:, :3] * 2 - 1, x[:, 3:]], dim=1), (0, 8, 0, 8))
-        reference = model.outc(_their_forward(model, padded))[..., :40, :56]
-    assert out.shape == (1, 1, 40, 56) and torch.isfinite(out).all()
+        # Their input for the same images (inference.py): uint8 / 255 * 2 - 1 per array, unless the array's
+        # max is <= 1; then zero-padded to a size their U-Net takes.
+        uint8 = (x * 255).round()
+        theirs = torch.stack([torch.cat([img[:3] / 255 * 2 - 1, img[3:] / 255 * 2 - 1 if img[3].max() > 1 else img[3:]]) for img in uint8])
+        assert theirs[1, 3].eq(0).all() and theirs[0, 3].min() == -1
+        reference = model.outc(_their_forward(model, torch.nn.functional.pad(theirs, (0, 8, 0, 8))))[..., :40, :56]
+    assert out.shape == (2, 1, 40, 56) and torch.isfinite(out).all()
     assert torch.allclose(out[:, 0], reference[:, 1] - reference[:, 0], atol=1e-5)
     with pytest.raises(ValueError, match="N x 4 x H x W"):
         model(torch.rand(1, 3, 32, 32))
@@ -121,22 +125,3 @@ def test_the_published_container_strict_loads_and_warns_of_an_unknown_digest(pub
     bare = source.with_name("bare.pth")
     torch.save(published["weights"], bare)
     assert iw.import_weights("moon-unet", bare, None) is None
-
-
-def test_a_known_digest_checks_without_a_warning(published, caplog, monkeypatch):
-    assert STAGE2_UNET_SHA256 in iw.PUBLISHED["moon-unet"].known_sha256
-    source = published["pth"]
-    known = dataclasses.replace(iw.PUBLISHED["moon-unet"], known_sha256=frozenset({iw.file_digest(source, "sha256")}))
-    monkeypatch.setitem(iw.PUBLISHED, "moon-unet", known)
-    with caplog.at_level(logging.INFO, logger="unet.import_weights"):
-        iw.import_weights("moon-unet", source, None)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("is a known moon-unet release" in r.getMessage() for r in caplog.records)
-
-
-def test_no_project_checkpoint_is_written_for_moon_unet_yet(published, tmp_path, capsys):
-    output = tmp_path / "moon.pt"
-    with pytest.raises(OutputError, match=r"written yet: evaluate.py .*\(model.input=rgb_texture\); pass --check-only"):
-        iw.import_weights("moon-unet", published["pth"], output)
-    assert run_cli(iw.main, ["moon-unet", str(published["pth"]), "--output", str(output)]) == 1
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not output.exists()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,19 +14,17 @@ import torch
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cli import run_cli
 from engine.errors import OutputError, UnknownNameError
-from tests.conftest import random_weights
+from tests.conftest import fixture_shapes, random_weights
 from unet import import_weights as iw
 from unet.seed_unet import SEED_KEY_COUNT, SEED_PARAMETER_COUNT, SeedUNet
 from unet.unet_model import WeightsError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "seed_unet_keys.txt"
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def published_shapes() -> dict[str, tuple[int, ...]]:
     """Name -> shape of every key of the seed's released state dict, from the fixture."""
-    rows = [line.split("\t") for line in FIXTURE.read_text().splitlines() if line and not line.startswith("#")]
-    return {name: tuple(int(n) for n in shape.split(",") if n) for name, shape in rows}
+    return fixture_shapes("seed_unet_keys.txt")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +76,7 @@ def test_seed_unet_gives_full_resolution_logits_for_any_size(seed_model):
     with torch.no_grad():
         out = seed_model(torch.rand(2, 3, 40, 56))
     assert out.shape == (2, 1, 40, 56) and torch.isfinite(out).all()
-    assert seed_model.input_mean.shape == (1, 3, 1, 1)  # normalization inside, yet no state-dict keys (above)
+    assert seed_model.normalize.mean.shape == (1, 3, 1, 1)  # normalization inside, yet no state-dict keys (above)
 
 
 def test_seed_unet_wires_its_skips_as_the_seed_did(seed_model):
@@ -214,3 +212,13 @@ def test_an_imported_checkpoint_loads_and_segments_photos(published, tmp_path):
     rows = predict_folder(small, images, tmp_path / "out", threshold=None, face_mask_dir=masks)
     assert [(r["file"], r["status"]) for r in rows] == [("face0.png", "ok"), ("face1.png", "ok")]
     assert (tmp_path / "out" / "masks" / "face1.png").is_file()
+
+    import evaluate
+    from tests.conftest import PROJECT_ROOT
+
+    quickstart = PROJECT_ROOT / "configs" / "quickstart.yaml"
+    data = [f"data.sources.0.root={tmp_path / 'synthetic'}", "data.sources.0.n_images=8", "data.split.test_fraction=0.25"]
+    data.append(f"data.cache_dir={tmp_path / 'cache'}")
+    args = ["--checkpoint", str(small), "--config", str(quickstart), "--output", str(tmp_path / "eval"), *data, "data.image_size=64"]
+    assert run_cli(evaluate.main, args) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n_images"] == 2

@@ -1,13 +1,15 @@
 """The texture map against numbers worked out step by step: intensity, Gaussian blur, dark floor, formula,
-rounding; its edge cases, its resolution scaling and the model's [-1, 1] channel."""
+rounding; its edge cases and resolution scaling; and the texture channel of model.input=rgb_texture through
+the dataset (cache, augmentation) and prediction. (Its [-1, 1] scaling is unet/inputs.py's, in test_inputs.py.)"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from data.texture import blur_parameters, intensity, texture_channel, texture_map
+from data.texture import blur_parameters, intensity, texture_map, with_texture
 
 BT709 = np.array([0.2126, 0.7152, 0.0722])
 
@@ -131,25 +133,6 @@ def test_channel_order_is_rgb():
     assert not np.array_equal(texture_map(red_dot[..., ::-1].copy(), reference_size=45), red)
 
 
-def test_channel_scales_to_minus_one_one():
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    channel = texture_channel(image)
-    assert channel.dtype == np.float32
-    np.testing.assert_allclose(channel, texture_map(image) / 255 * 2 - 1, atol=1e-6)
-    np.testing.assert_array_equal(texture_channel(_flat(0)), 1.0)  # T = 255 everywhere
-    skin = np.zeros((16, 16), bool)
-    skin[:8] = True
-    assert texture_channel(image, skin)[8:].min() == -1.0  # zero texture outside the skin is -1 ...
-
-
-def test_channel_all_zero_map_stays_zero():
-    # ... but a map with no skin at all stays 0: Moon et al. scale only when the array's max is > 1.
-    channel = texture_channel(_flat(90), np.zeros((6, 6), bool))
-    assert channel.dtype == np.float32
-    np.testing.assert_array_equal(channel, 0.0)
-
-
 @pytest.mark.parametrize(
     ("image", "skin", "match"),
     [
@@ -164,3 +147,90 @@ def test_channel_all_zero_map_stays_zero():
 def test_programming_errors_raise_value_error(image: np.ndarray, skin: np.ndarray | None, match: str):
     with pytest.raises(ValueError, match=match):
         texture_map(image, skin)
+
+
+def _face_folder(root, size: int = 128) -> list:
+    """One face-like image (a dark 1 px line on a textured patch), its wrinkle mask and a skin mask covering
+    part of it. 128 px: the scaled blur (3 x 3, sigma 0.625) still makes the line stand out."""
+    from data.image_io import write_png
+    from data.sources import folder_samples
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(120, 220, (size, size, 3), dtype=np.uint8)
+    image[60, 10:100] = 40
+    mask = np.zeros((size, size), np.uint8)
+    mask[60, 10:100] = 255
+    skin = np.zeros((size, size), np.uint8)
+    skin[8:120, 4:110] = 255
+    write_png(root / "images" / "a.png", image)
+    write_png(root / "masks" / "a.png", mask)
+    write_png(root / "face_masks" / "a.png", skin)
+    return folder_samples(root)
+
+
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
+def test_dataset_texture_channel_is_the_map_of_the_decoded_face(tmp_path, cache):
+    from data.dataset import WrinkleDataset
+    from data.decode import load_sample
+
+    samples = _face_folder(tmp_path)
+    item = WrinkleDataset(samples, 128, cache=cache, cache_dir=tmp_path / "cache", texture=True)[0]
+    image, _, skin = load_sample(samples[0], 128)
+    assert item["image"].shape == (4, 128, 128)
+    expected = texture_map(image, skin)
+    assert expected[skin].max() > 100 and not expected[~skin].any()  # a map worth comparing
+    np.testing.assert_array_equal(item["image"][3].numpy(), expected)  # computed from the unmasked image
+    np.testing.assert_array_equal(item["image"][:3].permute(1, 2, 0).numpy(), image * skin[..., None])
+    rgb = WrinkleDataset(samples, 128, cache=cache, cache_dir=tmp_path / "cache")[0]
+    assert rgb["image"].shape == (3, 128, 128) and torch.equal(rgb["image"], item["image"][:3])
+    if cache == "disk":  # RGB and RGB + texture entries live side by side under different names
+        assert len(list((tmp_path / "cache").rglob("*.npy"))) == 2
+
+
+def _augmented(tmp_path, *overrides: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    from config import load_config
+    from data.dataset import WrinkleDataset
+    from data.transforms import build_train_transform
+
+    off = ["hflip_p=0", "affine_p=0", "clahe_p=0", "blur_p=0", "noise_p=0"]
+    cfg = load_config(None, [f"data.augment.{o}" for o in off] + [f"data.augment.{o}" for o in overrides])
+    samples = _face_folder(tmp_path)
+    plain = WrinkleDataset(samples, 128, texture=True)[0]["image"].numpy()
+    dataset = WrinkleDataset(samples, 128, transform=build_train_transform(cfg.data.augment, seed=0), texture=True)
+    return plain, dataset[0]["image"].numpy(), dataset[0]
+
+
+def test_geometric_augmentation_moves_the_texture_with_the_face(tmp_path):
+    plain, flipped, item = _augmented(tmp_path, "hflip_p=1")
+    np.testing.assert_array_equal(flipped, plain[:, :, ::-1])  # RGB and texture flipped alike
+    np.testing.assert_array_equal(item["mask"][0].numpy().astype(bool), (flipped[3] > 0) & item["mask"][0].numpy().astype(bool))
+
+
+def test_photometric_augmentation_leaves_the_texture_alone(tmp_path):
+    plain, noisy, _ = _augmented(tmp_path, "noise_p=1", "blur_p=1", "clahe_p=1")
+    assert not np.array_equal(noisy[:3], plain[:3])
+    np.testing.assert_array_equal(noisy[3], plain[3])
+
+
+def test_prediction_input_matches_the_training_input(tmp_path):
+    from data.dataset import WrinkleDataset
+    from data.image_io import read_binary_mask, read_rgb
+    from engine.segment_photos import model_input
+    from face.crop import load_mask_crop
+
+    samples = _face_folder(tmp_path)
+    crop = load_mask_crop(read_rgb(samples[0].image), read_binary_mask(samples[0].face_mask), 128)
+    for zero_non_skin in (True, False):
+        trained = WrinkleDataset(samples, 128, zero_non_skin=zero_non_skin, texture=True)[0]["image"].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(model_input(crop, zero_non_skin, texture=True), trained)
+    np.testing.assert_array_equal(model_input(crop, True, texture=False), trained[..., :3] * crop.skin[..., None])
+
+
+def test_with_texture_stacks_the_map_as_a_fourth_channel():
+    image = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    skin = np.zeros((10, 12), np.uint8)
+    skin[2:8] = 1  # 0/1 masks (the dataset's) are taken as well as bool ones
+    out = with_texture(image, skin)
+    assert out.shape == (10, 12, 4) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., :3], image)
+    np.testing.assert_array_equal(out[..., 3], texture_map(image, skin.astype(bool)))

@@ -16,6 +16,7 @@ class EncoderFreezing(nn.Module):
     A model whose encoder is several modules overrides `encoder_stages` and `encoder_modules`."""
 
     stride: int
+    in_channels: int = 3  # input channels: 3 (RGB) or 4 (RGB + texture map)
     # Names, not modules: nn.SyncBatchNorm.convert_sync_batchnorm replaces the modules (keeping their
     # parameters), and the replacements must stay frozen too.
     _frozen_bn: list[str]
@@ -38,7 +39,7 @@ class EncoderFreezing(nn.Module):
             root = next(root.children())
         strides: dict[nn.Module, int] = {}
         hooks = [child.register_forward_hook(lambda mod, _inp, out: strides.setdefault(mod, out)) for child in root.children()]
-        probe = torch.zeros(1, 3, 2 * self.stride, 2 * self.stride, device=next(self.parameters()).device)
+        probe = torch.zeros(1, self.in_channels, 2 * self.stride, 2 * self.stride, device=next(self.parameters()).device)
         was_training = self.training
         self.eval()
         try:

@@ -2,7 +2,8 @@
 
     python -m unet.import_weights seed-unet best_checkpoint_iou032.pth --output models/seed_unet.pt
     python -m unet.import_weights seed-unet wrinkle_model.safetensors --output models/seed_unet.pt
-    python -m unet.import_weights moon-unet stage2_unet.pth --check-only
+    python -m unet.import_weights moon-unet stage2_unet.pth --output models/moon_unet.pt
+    python -m unet.import_weights moon-swinunetr stage2_swinunetr.pth --output models/moon_swinunetr.pt
 
 The file is read safely (torch.load with weights_only=True, or safetensors), its SHA-256 compared with
 the known releases (an unknown one is a warning, not an error: some releases publish none), and its
@@ -16,13 +17,15 @@ Models:
              model_state_dict) or the Hugging Face rmsandu/ffhq-wrinkle-unet wrinkle_model.safetensors.
   moon-unet  github.com/labhai/ffhq-wrinkle-dataset (Moon et al.): the stage-2 U-Net, RGB + texture input
              (110 keys, 17,263,618 parameters): stage2_unet.pth (its `model` entry or the whole object).
-             --check-only for now: evaluate.py and predict.py cannot run it until the data pipeline feeds the
-             texture channel (model.input=rgb_texture), so no project checkpoint is written for it yet.
+  moon-swinunetr  the same release's stage-2 Swin UNETR (159 keys, 25,241,228 parameters):
+             stage2_swinunetr.pth. Inputs are padded to a multiple of 1024 inside the model.
+  Both Moon et al. models see 1024 px FFHQ-aligned faces, skin-masked with BiSeNet classes 1 (skin) and 10
+  (nose), with the texture map as a 4th channel (model.input=rgb_texture), and threshold at 0.5.
 
 --check-only verifies a file (digest, strict load, finite weights) and writes nothing.
 
 Exit codes: 0 written (its path is printed) or verified (--check-only); 1 nothing written (unreadable or
-foreign file, --output exists, a model that can only be checked).
+foreign file, --output exists).
 """
 
 from __future__ import annotations
@@ -59,7 +62,6 @@ class PublishedModel:
     known_sha256: frozenset[str]
     overrides: tuple[str, ...]  # config key=value lines that describe how the weights were trained
     threshold: float  # the probability threshold the publisher used
-    not_writable: str = ""  # why no project checkpoint can be written for it yet (then only --check-only)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -125,6 +127,29 @@ def _moon_unet() -> nn.Module:
     return MoonUNet()
 
 
+def _moon_swinunetr() -> nn.Module:
+    """Moon et al.'s stage-2 Swin UNETR (4 input channels, 2 classes), randomly initialized."""
+    from unet.swin_unetr import SwinUNETR
+
+    return SwinUNETR()
+
+
+def _moon_overrides(arch: str) -> tuple[str, ...]:
+    """How Moon et al.'s stage-2 models see faces (labhai/ffhq-wrinkle-dataset inference.py and README)."""
+    return (
+        f"model.arch={arch}",
+        "model.input=rgb_texture",  # RGB + the texture map (their weak_wrinkle_masks) as the 4th channel
+        "model.encoder_weights=null",
+        "model.freeze_encoder=none",
+        "data.image_size=1024",  # FFHQ's 1024 px faces, fed as they are
+        "data.zero_non_skin=true",  # masked_face_images: everything but BiSeNet skin and nose is black
+        "face.align=ffhq",
+        "face.skin=bisenet",
+        "face.skin_classes=[1, 10]",
+        "eval.threshold=0.5",  # argmax over their two classes is softmax p1 > 0.5
+    )
+
+
 PUBLISHED: dict[str, PublishedModel] = {
     "seed-unet": PublishedModel(
         build=_seed_unet,
@@ -152,9 +177,15 @@ PUBLISHED: dict[str, PublishedModel] = {
         # optimizer state the .pth almost certainly also holds is ignored (read_container does all that).
         read=read_container,
         known_sha256=frozenset({"883034b3e0726dcdae946c312106dfde1d354ea5455fa21cba045a73058f4a25"}),  # stage2_unet.pth
-        overrides=(),  # config.py has no model.arch=moon_unet yet
-        threshold=0.5,  # their argmax(1) over two classes is softmax p1 > 0.5
-        not_writable="evaluate.py and predict.py support comes with the texture input (model.input=rgb_texture)",
+        overrides=_moon_overrides("moon_unet"),
+        threshold=0.5,
+    ),
+    "moon-swinunetr": PublishedModel(
+        build=_moon_swinunetr,
+        read=read_container,  # the same loader as their U-Net's
+        known_sha256=frozenset({"b8f6a46c49d52f5725d0d79740d2c9508b4f8aa6400ea4fe0b27f7a6cd8bdd12"}),  # stage2_swinunetr.pth
+        overrides=_moon_overrides("swin_unetr"),
+        threshold=0.5,
     ),
 }
 
@@ -166,8 +197,6 @@ def import_weights(name: str, source: str | Path, output: str | Path | None, ove
         raise UnknownNameError(f"unknown published model {name!r}; valid: {', '.join(PUBLISHED)}")
     spec = PUBLISHED[name]
     source, output = Path(source), None if output is None else Path(output)
-    if output is not None and spec.not_writable:
-        raise OutputError(f"{name}: no project checkpoint can be written yet: {spec.not_writable}; pass --check-only to verify the file")
     if not source.is_file():
         raise WeightsNotFound(f"{source}: no such file; {WAY_OUT}")
     if output is not None and output.exists():  # checked first: nothing is read for a run that cannot write

@@ -4,22 +4,17 @@ The network is the milesial Pytorch-UNet layout that their inference.py builds a
 `UNet(n_channels=4, n_classes=2, bilinear=True)`: 110 state-dict keys, 17,263,618 parameters
 (/work/shared/PUBLISHED_MODELS.md section 1), so their stage2_unet.pth loads into it strictly.
 
-Conventions (this project's, applied inside the model):
-  Input: float N x 4 x H x W. Channels 0-2 are RGB in [0, 1]; the model rescales them to x * 2 - 1, which is
-  Moon et al.'s (x / 255) * 2 - 1. Channel 3 is the texture channel already in [-1, 1], exactly as
-  data/texture.py's `texture_channel` gives it, and is passed through unchanged. Their scaling is skipped for
-  an array whose max is <= 1, so an all-zero texture stays 0 instead of -1; `texture_channel` keeps that
-  quirk. Here it is applied to the texture only: an all-black RGB image (which their code would also leave
-  at 0) becomes -1 here; a real masked face image is never all zero, so this does not arise in practice.
-  Any H and W: the input is zero-padded at the bottom and right to a multiple of 16 and the output cropped back.
+Conventions (this project's, applied inside the model; unet/inputs.py):
+  Input: float N x 4 x H x W in [0, 1], RGB then the texture map / 255, which `moon_scaling` turns into
+  Moon et al.'s x / 255 * 2 - 1 (with their quirk: an all-zero texture map stays 0 instead of -1).
+  Any H and W: the scaled input is zero-padded at the bottom and right to a multiple of 16 and the output
+  cropped back.
   Output: N x 1 x H x W logits equal to logit1 - logit0 of their two-class head, so sigmoid(output)
   equals softmax(their logits)[:, 1] exactly (sigmoid(a - b) = e^a / (e^a + e^b)), and output > 0 is their
   argmax(1) == 1 (class 1 = wrinkle; threshold 0.5 on the probability).
 
-Not yet reachable through config.py: the project's data pipeline does not feed the texture channel yet
-(model.input=rgb_texture comes later), so there is no `model.arch=moon_unet`. The model is used directly and
-through `python -m unet.import_weights moon-unet FILE --check-only`. It has no pretrained encoder, so there
-is no freeze_encoder.
+`model.arch=moon_unet` needs `model.input=rgb_texture`. It has no pretrained encoder: `freeze_encoder` is
+accepted for every policy and freezes nothing (the whole network trains, as in Moon et al.'s stage 2).
 """
 
 from __future__ import annotations
@@ -27,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unet.freezing import EncoderFreezing
+from unet.inputs import moon_scaling
 from unet.published_parts import DoubleConv, OutConv
 from unet.unet_parts import pad_to_multiple
 
@@ -58,7 +55,7 @@ class Up(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class MoonUNet(nn.Module):
+class MoonUNet(EncoderFreezing):
     """Moon et al.'s U-Net (4 input channels, 2 classes). See the module docstring for input and output."""
 
     stride = 16
@@ -66,6 +63,7 @@ class MoonUNet(nn.Module):
 
     def __init__(self):
         super().__init__()
+        self._frozen_bn: list[str] = []
         self.inc = DoubleConv(4, 64)
         self.down1 = Down(64, 128)
         self.down2 = Down(128, 256)
@@ -77,13 +75,18 @@ class MoonUNet(nn.Module):
         self.up4 = Up(128, 64)
         self.outc = OutConv(64, 2)
 
+    def encoder_modules(self) -> list[nn.Module]:
+        """The contracting path: `inc` and the four `down` blocks."""
+        return [self.inc, self.down1, self.down2, self.down3, self.down4]
+
+    def encoder_stages(self) -> list[list[nn.Module]]:
+        """One stage per resolution, shallowest first (stride 1, 2, 4, 8, 16)."""
+        return [[module] for module in self.encoder_modules()]
+
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Their N x 2 x H x W logits for this project's N x 4 x H x W input (see the module docstring)."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"MoonUNet takes N x 4 x H x W input (RGB in [0, 1], texture in [-1, 1]), not {tuple(x.shape)}")
         height, width = x.shape[-2:]
-        x = torch.cat([x[:, :3] * 2 - 1, x[:, 3:]], dim=1)
-        x = pad_to_multiple(x, self.stride)
+        x = pad_to_multiple(moon_scaling(x), self.stride)
         x1 = self.inc(x)
         x2 = self.down1(x1)
         x3 = self.down2(x2)

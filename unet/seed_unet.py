@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from unet.freezing import EncoderFreezing
+from unet.inputs import Normalize, expand_first_conv
 from unet.published_parts import DoubleConv, OutConv
-from unet.unet_model import IMAGENET_MEAN, IMAGENET_STD
 from unet.unet_parts import pad_to_multiple
 
 SEED_KEY_COUNT = 390
@@ -39,21 +39,24 @@ class SeedUp(nn.Module):
 class SeedUNet(EncoderFreezing):
     """The seed's U-Net: torchvision ResNet50 encoder, five transposed-conv decoder blocks, no attention.
 
-    Input: float RGB in [0, 1], N x 3 x H x W, any H and W (padded internally to a multiple of 32).
-    ImageNet normalization happens inside the model (non-persistent buffers: no state-dict keys).
+    Input: float N x in_channels x H x W in [0, 1] (RGB as the seed's release; RGB + texture map trains a
+    4-channel variant, conv1's texture filters started from the RGB ones), any H and W (padded internally
+    to a multiple of 32). ImageNet normalization happens inside the model (no state-dict keys).
     Output: N x 1 x H x W raw logits; sigmoid gives the wrinkle probability (the seed thresholds at 0.5).
     """
 
     stride = 32
 
-    def __init__(self, pretrained_encoder: bool = False, dropout: float = 0.2):
+    def __init__(self, pretrained_encoder: bool = False, dropout: float = 0.2, in_channels: int = 3):
         super().__init__()
         from torchvision.models import ResNet50_Weights, resnet50
 
         # Only an explicit request downloads (torchvision's cache); the import CLI and tests never ask.
         resnet = resnet50(weights=ResNet50_Weights.DEFAULT if pretrained_encoder else None)
-        self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.in_channels = in_channels
+        self.normalize = Normalize(in_channels)
+        if in_channels != 3:  # a texture channel: its filters start from the (pretrained) RGB ones
+            resnet.conv1 = expand_first_conv(resnet.conv1, in_channels)
         # The seed keeps the max-pool outside input_layer (its `pool`), so the stride-2 features are the
         # 64-channel skip of up4; a parameter-free module adds no keys either way.
         self.input_layer = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu)
@@ -72,8 +75,7 @@ class SeedUNet(EncoderFreezing):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        x = (x - self.input_mean) / self.input_std
-        x = pad_to_multiple(x, self.stride)
+        x = pad_to_multiple(self.normalize(x), self.stride)
         x0 = self.input_layer(x)
         x1 = self.encoder1(self.pool(x0))
         x2 = self.encoder2(x1)

@@ -12,10 +12,9 @@ from torch import nn
 
 from engine.errors import UnknownNameError, WrinkleError
 from unet.freezing import EncoderFreezing
+from unet.inputs import Normalize, widen_input
 from unet.unet_parts import DecoderBlock, FullResolutionStem, OutputHead, pad_to_multiple
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HUB_CHECK_TIMEOUT_S = 5.0  # one request to the Hugging Face hub; huggingface_hub's own retries take ~27 s offline
 
 
@@ -149,9 +148,10 @@ def build_encoder(name: str, weights: str | None, in_channels: int = 3, depth: i
 class AttentionUNet(EncoderFreezing):
     """U-Net with an smp encoder, attention-gated skips, transposed-conv decoder and full-resolution logits.
 
-    Input: float RGB in [0, 1], N x 3 x H x W, any H and W (padded internally to a multiple of 32).
-    ImageNet normalization happens inside the model, so training and inference cannot disagree on it.
-    Output: N x classes x H x W logits.
+    Input: float N x in_channels x H x W in [0, 1] (RGB, or RGB + texture map: unet/inputs.py), any H and
+    W (padded internally to a multiple of 32). Normalization happens inside the model, so training and
+    inference cannot disagree on it. A texture channel's first-conv filters start from the pretrained RGB
+    ones (`widen_input`). Output: N x classes x H x W logits.
     """
 
     def __init__(
@@ -163,18 +163,20 @@ class AttentionUNet(EncoderFreezing):
         dropout: float = 0.2,
         full_res_skip_channels: int = 16,
         classes: int = 1,
+        in_channels: int = 3,
     ):
         super().__init__()
         depth = len(decoder_channels)
+        self.in_channels = in_channels
         self.encoder = build_encoder(encoder_name, encoder_weights, in_channels=3, depth=depth)
-        self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        widen_input(self.encoder, in_channels)
+        self.normalize = Normalize(in_channels)
         self.stride = 2**depth
 
         encoder_channels = list(self.encoder.out_channels)  # [input, stride 2, 4, ..., 2**depth]
         skip_channels = encoder_channels[-2:0:-1] + [full_res_skip_channels]
         in_channels = [encoder_channels[-1]] + list(decoder_channels[:-1])
-        self.stem = FullResolutionStem(3, full_res_skip_channels) if full_res_skip_channels > 0 else None
+        self.stem = FullResolutionStem(self.in_channels, full_res_skip_channels) if full_res_skip_channels > 0 else None
         self.decoder = nn.ModuleList(
             DecoderBlock(c_in, c_skip, c_out, attention, dropout)
             for c_in, c_skip, c_out in zip(in_channels, skip_channels, decoder_channels)
@@ -186,8 +188,7 @@ class AttentionUNet(EncoderFreezing):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        x = (x - self.input_mean) / self.input_std
-        x = pad_to_multiple(x, self.stride)
+        x = pad_to_multiple(self.normalize(x), self.stride)
         features = self.encoder(x)
         skips = features[-2:0:-1] + [self.stem(x) if self.stem is not None else None]
         y = features[-1]
