@@ -12,6 +12,7 @@ config is saved beside each run and embedded, as a plain dict, in every checkpoi
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import reprlib
 import types
@@ -25,6 +26,8 @@ from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from engine.errors import WrinkleError, describe_os_error
 from engine.fileio import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(WrinkleError, ValueError):
@@ -160,7 +163,6 @@ class ModelConfig(_Section):
         )
         if self.arch in ("moon_unet", "swin_unetr"):  # Moon et al.'s networks: fixed, 4 channels, trained from scratch
             self._check(self.input == "rgb_texture", "input", f"{self.arch} takes RGB + the texture map; set model.input=rgb_texture")
-            self._check(self.encoder == "resnet50", "encoder", f"{self.arch} has no choice of encoder; leave model.encoder at resnet50")
             self._check(
                 self.encoder_weights is None,
                 "encoder_weights",
@@ -522,14 +524,21 @@ def load_config(
 ) -> Config:
     """Defaults, then `base` (e.g. a checkpoint's config), then the YAML file, then dotted overrides; the
     sections named in `keep` stay `base`'s whatever the file and overrides say (evaluate.py: the model is
-    the checkpoint's, even under a training config that describes another one)."""
+    the checkpoint's, even under a training config that describes another one), with one warning that
+    names the settings not used."""
+    if keep and base is None:
+        raise ValueError("load_config(keep=...) needs `base`, the config whose sections are kept")
     values = config_to_dict(Config() if base is None else config_from_dict(base))
     if path is not None:
         values = _merge(values, _read_config_file(Path(path)))
     values = apply_overrides(values, overrides or [])
-    if keep:
-        kept = config_to_dict(config_from_dict(base or {}))
-        values.update({section: kept[section] for section in keep})
+    kept_config = config_to_dict(config_from_dict(base)) if keep else {}
+    for section in keep:
+        given, kept = values[section], kept_config[section]
+        ignored = [f"{section}.{key}={_show(value)}" for key, value in given.items() if kept.get(key, object()) != value]
+        if ignored:
+            log.warning("not used (the %s section is the checkpoint's): %s", section, ", ".join(ignored[:6]))
+        values[section] = kept
     return config_from_dict(values)
 
 

@@ -17,12 +17,10 @@ from data.decode import decode_sample
 from data.image_io import ImageReadError
 from data.sources import DataError, Sample, configured_sources
 from data.splits import SPLITS, SplitReport, assign_splits
-from data.transforms import build_train_transform, dilate_mask, wrinkle_patch
+from data.transforms import TrainAugmentation, build_train_transform, dilate_mask, wrinkle_patch
 from engine.errors import UnknownNameError
 
 if TYPE_CHECKING:
-    import albumentations as A
-
     from config import Config
 
 log = logging.getLogger(__name__)
@@ -37,15 +35,15 @@ class WrinkleDataset(Dataset):
     Unreadable files are reported by name and left out there, so one bad file never stops an epoch.
     Each item is a dict: `image` (C x H x W uint8: RGB, and with `texture` the texture map as a 4th
     channel), `mask` and `face_mask` (1 x H x W uint8, 0/1), `id`. The texture map is computed when a
-    sample is decoded (so it is cached with it) and then moves with the wrinkle mask: geometric
-    augmentation, nearest-neighbour; photometric augmentation touches the RGB channels only.
+    sample is decoded (so it is cached with it); geometric augmentation moves it with the RGB,
+    photometric augmentation leaves it alone (`TrainAugmentation`).
     """
 
     def __init__(
         self,
         samples: list[Sample],
         image_size: int,
-        transform: A.Compose | None = None,
+        transform: TrainAugmentation | None = None,
         zero_non_skin: bool = True,
         mask_dilation: int = 0,
         cache: str = "memory",
@@ -144,12 +142,7 @@ class WrinkleDataset(Dataset):
         if self.patch_size:
             image, mask, skin = wrinkle_patch(image, mask, skin, self.patch_size, self.patch_wrinkle_fraction, self.rng)
         if self.transform is not None:
-            # The texture map goes as a mask: it moves with the face, but blur, noise and CLAHE are not applied to it.
-            masks = [mask, skin] + ([image[..., 3]] if self.texture else [])
-            out = self.transform(image=np.ascontiguousarray(image[..., :3]), masks=masks)
-            image, (mask, skin) = out["image"], out["masks"][:2]
-            if self.texture:
-                image = np.dstack([image, out["masks"][2]])
+            image, (mask, skin) = self.transform(image, [mask, skin])
         mask = dilate_mask(mask, self.mask_dilation)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),  # collation copies once

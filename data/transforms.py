@@ -13,17 +13,36 @@ if TYPE_CHECKING:
     from config import AugmentConfig
 
 
-def build_train_transform(cfg: AugmentConfig, seed: int | None = None) -> A.Compose | None:
-    """The seed's augmentation list; None when augmentation is off.
+class TrainAugmentation:
+    """Geometric transforms, then photometric ones: `augment(image, masks) -> (image, masks)`.
 
-    Geometric transforms move the image, the wrinkle mask and the skin mask together (nearest-neighbour
-    for masks, zero fill outside); photometric ones touch the image only.
-    """
+    Geometric transforms move every channel of the image (RGB, and a texture map as a 4th channel:
+    bilinear, like the RGB) and the masks (nearest-neighbour, zero fill outside) together; photometric
+    ones touch the RGB channels only, since a texture map describes the face, not its lighting."""
+
+    def __init__(self, geometric: A.Compose, photometric: A.Compose):
+        self.geometric, self.photometric = geometric, photometric
+        self.strict = geometric.strict and photometric.strict
+
+    def __call__(self, image: np.ndarray, masks: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        moved = self.geometric(image=image, masks=masks)
+        image, masks = moved["image"], moved["masks"]
+        rgb = self.photometric(image=np.ascontiguousarray(image[..., :3]))["image"]
+        return (rgb if image.shape[2] == 3 else np.dstack([rgb, image[..., 3:]])), masks
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed both streams (distinct, so the two parts do not draw the same numbers)."""
+        self.geometric.set_random_seed(seed)
+        self.photometric.set_random_seed(seed + 1)
+
+
+def build_train_transform(cfg: AugmentConfig, seed: int | None = None) -> TrainAugmentation | None:
+    """The seed's augmentation list; None when augmentation is off."""
     if not cfg.enabled:
         return None
     import albumentations as A
 
-    transforms = [
+    geometric = [
         A.HorizontalFlip(p=cfg.hflip_p),
         A.Affine(
             scale=(1 - cfg.scale_limit, 1 + cfg.scale_limit),
@@ -34,13 +53,17 @@ def build_train_transform(cfg: AugmentConfig, seed: int | None = None) -> A.Comp
             fill_mask=0,
             p=cfg.affine_p,
         ),
+    ]
+    if cfg.elastic_p > 0:
+        geometric.append(A.ElasticTransform(alpha=30, sigma=6, border_mode=cv2.BORDER_CONSTANT, p=cfg.elastic_p))
+    photometric = [
         A.CLAHE(clip_limit=2.0, p=cfg.clahe_p),
         A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.0), p=cfg.blur_p),
         A.GaussNoise(std_range=tuple(cfg.noise_std_range), p=cfg.noise_p),
     ]
-    if cfg.elastic_p > 0:
-        transforms.append(A.ElasticTransform(alpha=30, sigma=6, border_mode=cv2.BORDER_CONSTANT, p=cfg.elastic_p))
-    return A.Compose(transforms, strict=True, seed=seed)
+    return TrainAugmentation(
+        A.Compose(geometric, strict=True, seed=seed), A.Compose(photometric, strict=True, seed=None if seed is None else seed + 1)
+    )
 
 
 def dilate_mask(mask: np.ndarray, kernel_size: int) -> np.ndarray:

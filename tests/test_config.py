@@ -322,3 +322,21 @@ def test_a_bad_base_is_a_one_line_error(tmp_path, text, match):
 def test_every_shipped_config_loads():
     for path in sorted((PROJECT_ROOT / "configs").rglob("*.yaml")) + [PROJECT_ROOT / "config.yaml"]:
         load_config(path)
+
+
+def test_kept_sections_stay_the_bases_and_what_is_dropped_is_named(tmp_path, caplog):
+    """evaluate.py's rule: the model is the checkpoint's; model settings from --config or overrides (a typo
+    included) are not used, and one warning line says which."""
+    import logging
+
+    checkpoint = config_to_dict(
+        load_config(None, ["model.arch=moon_unet", "model.input=rgb_texture", "model.encoder_weights=null", "model.freeze_encoder=none"])
+    )
+    (tmp_path / "eval.yaml").write_text("model:\n  inptu: rgb\ndata:\n  image_size: 64\n")
+    with caplog.at_level(logging.WARNING, logger="config"):
+        cfg = load_config(tmp_path / "eval.yaml", ["model.input=rgb"], base=checkpoint, keep=("model",))
+    assert (cfg.model.arch, cfg.model.input, cfg.data.image_size) == ("moon_unet", "rgb_texture", 64)
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "model.inptu='rgb'" in warning and "model.input='rgb'" in warning and "\n" not in warning
+    with pytest.raises(ValueError, match="needs `base`"):
+        load_config(None, keep=("model",))

@@ -33,6 +33,11 @@ def test_moon_scaling_keeps_their_quirk_for_texture_maps_with_max_at_most_1(text
     assert torch.allclose(out[:, 3:], expected, atol=1e-6)
 
 
+def test_without_the_quirk_every_texture_map_is_scaled():
+    x = torch.zeros(1, 4, 3, 3)
+    assert moon_scaling(x, zero_map_quirk=False)[:, 3].eq(-1).all() and moon_scaling(x)[:, 3].eq(0).all()
+
+
 def test_moon_scaling_decides_per_image():
     x = torch.rand(2, 4, 3, 3)
     x[0, 3] = 0

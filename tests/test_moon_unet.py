@@ -87,15 +87,29 @@ def test_moon_unet_takes_any_size_and_scales_as_their_inference_does(model):
     with torch.no_grad():
         out = model(x)
         # Their input for the same images (inference.py): uint8 / 255 * 2 - 1 per array, unless the array's
-        # max is <= 1; then zero-padded to a size their U-Net takes.
+        # max is <= 1; then padded to a size their U-Net takes with what masked-out pixels scale to (-1).
         uint8 = (x * 255).round()
         theirs = torch.stack([torch.cat([img[:3] / 255 * 2 - 1, img[3:] / 255 * 2 - 1 if img[3].max() > 1 else img[3:]]) for img in uint8])
         assert theirs[1, 3].eq(0).all() and theirs[0, 3].min() == -1
-        reference = model.outc(_their_forward(model, torch.nn.functional.pad(theirs, (0, 8, 0, 8))))[..., :40, :56]
+        padded = torch.nn.functional.pad(theirs, (0, 8, 0, 8), value=-1.0)
+        padded[1, 3, 40:] = padded[1, 3, :, 56:] = 0  # ... the unscaled all-zero map pads with its own zeros
+        reference = model.outc(_their_forward(model, padded))[..., :40, :56]
     assert out.shape == (2, 1, 40, 56) and torch.isfinite(out).all()
     assert torch.allclose(out[:, 0], reference[:, 1] - reference[:, 0], atol=1e-5)
     with pytest.raises(ValueError, match="N x 4 x H x W"):
         model(torch.rand(1, 3, 32, 32))
+
+
+def test_the_zero_map_quirk_applies_in_eval_mode_only(monkeypatch):
+    """A training patch without skin (an all-zero texture map) is scaled like the same pixels of a whole face."""
+    import unet.moon_unet
+
+    seen = []
+    monkeypatch.setattr(unet.moon_unet, "moon_scaling", lambda x, zero_map_quirk: seen.append(zero_map_quirk) or x)
+    model = MoonUNet()
+    model(torch.zeros(2, 4, 32, 32))  # BatchNorm in training mode needs more than one value per channel
+    model.eval()(torch.zeros(1, 4, 32, 32))
+    assert seen == [False, True]
 
 
 def _their_forward(model: MoonUNet, x: torch.Tensor) -> torch.Tensor:

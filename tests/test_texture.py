@@ -206,6 +206,24 @@ def test_geometric_augmentation_moves_the_texture_with_the_face(tmp_path):
     np.testing.assert_array_equal(item["mask"][0].numpy().astype(bool), (flipped[3] > 0) & item["mask"][0].numpy().astype(bool))
 
 
+def test_affine_augmentation_warps_the_texture_exactly_as_the_rgb():
+    """Rotation and scaling resample the texture map as they resample the image (bilinear), not as the
+    wrinkle mask (nearest): a 4th channel equal to the red one stays equal to it."""
+    from config import load_config
+    from data.transforms import build_train_transform
+
+    off = [f"data.augment.{o}=0" for o in ("hflip_p", "clahe_p", "blur_p", "noise_p")]
+    cfg = load_config(None, [*off, "data.augment.affine_p=1", "data.augment.rotate_limit=30"])
+    augment = build_train_transform(cfg.data.augment, seed=3)
+    rng = np.random.default_rng(0)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (5, 5), 2)  # smooth: interpolation shows
+    mask = (rng.random((64, 64)) < 0.1).astype(np.uint8)
+    image, (moved_mask,) = augment(np.dstack([rgb, rgb[..., 0]]), [mask])
+    assert not np.array_equal(image[..., 0], rgb[..., 0])  # it did move
+    np.testing.assert_array_equal(image[..., 3], image[..., 0])
+    assert set(np.unique(moved_mask)) <= {0, 1}  # masks stay nearest-neighbour
+
+
 def test_photometric_augmentation_leaves_the_texture_alone(tmp_path):
     plain, noisy, _ = _augmented(tmp_path, "noise_p=1", "blur_p=1", "clahe_p=1")
     assert not np.array_equal(noisy[:3], plain[:3])
@@ -219,11 +237,12 @@ def test_prediction_input_matches_the_training_input(tmp_path):
     from face.crop import load_mask_crop
 
     samples = _face_folder(tmp_path)
-    crop = load_mask_crop(read_rgb(samples[0].image), read_binary_mask(samples[0].face_mask), 128)
-    for zero_non_skin in (True, False):
-        trained = WrinkleDataset(samples, 128, zero_non_skin=zero_non_skin, texture=True)[0]["image"].permute(1, 2, 0).numpy()
-        np.testing.assert_array_equal(model_input(crop, zero_non_skin, texture=True), trained)
-    np.testing.assert_array_equal(model_input(crop, True, texture=False), trained[..., :3] * crop.skin[..., None])
+    for size in (128, 96):  # the image's own size, and a resized one (the map is computed after resizing)
+        crop = load_mask_crop(read_rgb(samples[0].image), read_binary_mask(samples[0].face_mask), size)
+        for zero_non_skin in (True, False):
+            trained = WrinkleDataset(samples, size, zero_non_skin=zero_non_skin, texture=True)[0]["image"].permute(1, 2, 0).numpy()
+            np.testing.assert_array_equal(model_input(crop, zero_non_skin, texture=True), trained)
+        np.testing.assert_array_equal(model_input(crop, True, texture=False), trained[..., :3] * crop.skin[..., None])
 
 
 def test_with_texture_stacks_the_map_as_a_fourth_channel():

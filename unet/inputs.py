@@ -41,19 +41,24 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std[:in_channels]).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_channels(x, self.in_channels, "this model")
         return (x - self.mean) / self.std
 
 
-def moon_scaling(x: torch.Tensor) -> torch.Tensor:
+def moon_scaling(x: torch.Tensor, zero_map_quirk: bool = True) -> torch.Tensor:
     """Moon et al.'s input from this project's N x 4 x H x W: every channel x / 255 * 2 - 1 as their
-    inference.py does, except a texture map whose uint8 maximum is <= 1 (in practice: all zero, a face
-    without skin), which their code leaves unscaled (0 stays 0, not -1); that quirk is kept per image,
-    since the released weights were trained and scored that way. Their RGB has the same rule, but a
-    skin-masked face is never that dark, so RGB is always scaled here."""
+    inference.py does. With `zero_map_quirk`, a texture map whose uint8 maximum is <= 1 (in practice:
+    all zero, a face without skin) is left unscaled as their code leaves it (0 stays 0, not -1), per
+    image: how the released weights were scored. Models apply it in eval mode only, so that a training
+    patch without skin is not fed differently from the same pixels of a whole face. Their RGB has the
+    same rule, but a skin-masked face is never that dark, so RGB is always scaled here."""
     check_channels(x, 4, "this model")
     rgb, texture = x[:, :3], x[:, 3:]
-    unscaled = texture.amax(dim=(1, 2, 3), keepdim=True) <= _MOON_UNSCALED_MAX
-    texture = torch.where(unscaled, texture * 255, texture * 2 - 1)
+    if zero_map_quirk:
+        unscaled = texture.amax(dim=(1, 2, 3), keepdim=True) <= _MOON_UNSCALED_MAX
+        texture = torch.where(unscaled, texture * 255, texture * 2 - 1)
+    else:
+        texture = texture * 2 - 1
     return torch.cat([rgb * 2 - 1, texture], dim=1)
 
 

@@ -6,15 +6,16 @@ The network is the milesial Pytorch-UNet layout that their inference.py builds a
 
 Conventions (this project's, applied inside the model; unet/inputs.py):
   Input: float N x 4 x H x W in [0, 1], RGB then the texture map / 255, which `moon_scaling` turns into
-  Moon et al.'s x / 255 * 2 - 1 (with their quirk: an all-zero texture map stays 0 instead of -1).
-  Any H and W: the scaled input is zero-padded at the bottom and right to a multiple of 16 and the output
-  cropped back.
+  Moon et al.'s x / 255 * 2 - 1 (in eval mode with their quirk: an all-zero texture map stays 0, not -1).
+  Any H and W: the input is zero-padded at the bottom and right to a multiple of 16 before scaling (so the
+  padding reads as masked-out, black pixels without texture: -1) and the output cropped back.
   Output: N x 1 x H x W logits equal to logit1 - logit0 of their two-class head, so sigmoid(output)
   equals softmax(their logits)[:, 1] exactly (sigmoid(a - b) = e^a / (e^a + e^b)), and output > 0 is their
   argmax(1) == 1 (class 1 = wrinkle; threshold 0.5 on the probability).
 
-`model.arch=moon_unet` needs `model.input=rgb_texture`. It has no pretrained encoder: `freeze_encoder` is
-accepted for every policy and freezes nothing (the whole network trains, as in Moon et al.'s stage 2).
+`model.arch=moon_unet` needs `model.input=rgb_texture`. It has no pretrained encoder: trained from scratch
+it freezes nothing (config.py requires model.freeze_encoder=none); fine-tuning released weights
+(model.init_from), `freeze_encoder` freezes the contracting path by resolution (`inc`, `down1` ... `down4`).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class MoonUNet(EncoderFreezing):
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Their N x 2 x H x W logits for this project's N x 4 x H x W input (see the module docstring)."""
         height, width = x.shape[-2:]
-        x = pad_to_multiple(moon_scaling(x), self.stride)
+        # Padded before scaling, so the padding reads as masked-out pixels (black, no texture: -1), not as mid-grey.
+        x = moon_scaling(pad_to_multiple(x, self.stride), zero_map_quirk=not self.training)
         x1 = self.inc(x)
         x2 = self.down1(x1)
         x3 = self.down2(x2)

@@ -10,9 +10,10 @@ differs in one module: its `decoder1` has a hard-coded 2x2 transposed conv, thei
 
 Conventions (this project's, applied inside the model; unet/inputs.py):
   Input: float N x 4 x H x W in [0, 1], RGB then the texture map / 255, which `moon_scaling` turns into
-  Moon et al.'s x / 255 * 2 - 1 (with their quirk: an all-zero texture map stays 0 instead of -1).
-  Any H and W: the scaled input is zero-padded at the bottom and right to a multiple of 1024 (patch 4,
-  then four 2x merges: 4**5, the size their network requires) and the output cropped back.
+  Moon et al.'s x / 255 * 2 - 1 (in eval mode with their quirk: an all-zero texture map stays 0, not -1).
+  Any H and W: the input is zero-padded at the bottom and right to a multiple of 1024 (patch 4, then four
+  2x merges: 4**5, the size MONAI's network accepts) before scaling, so the padding reads as masked-out,
+  black pixels without texture (-1), and the output is cropped back.
   Output: N x 1 x H x W logits equal to logit1 - logit0 of their two-class head, so sigmoid(output)
   equals softmax(their logits)[:, 1], and output > 0 is their argmax(1) == 1 (class 1 = wrinkle).
 
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unet.freezing import EncoderFreezing
-from unet.inputs import check_channels, moon_scaling
+from unet.inputs import moon_scaling
 from unet.unet_parts import pad_to_multiple
 
 SWIN_KEY_COUNT = 159
@@ -345,9 +346,9 @@ class SwinUNETR(EncoderFreezing):
 
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Their N x 2 x H x W logits for this project's N x 4 x H x W input (see the module docstring)."""
-        check_channels(x, 4, "SwinUNETR")
         height, width = x.shape[-2:]
-        x = pad_to_multiple(moon_scaling(x), self.stride)
+        # Padded before scaling, so the padding reads as masked-out pixels (black, no texture: -1), not as mid-grey.
+        x = moon_scaling(pad_to_multiple(x, self.stride), zero_map_quirk=not self.training)
         return self.network(x)[..., :height, :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
