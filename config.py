@@ -68,10 +68,12 @@ class ExperimentConfig(_Section):
 
 
 class SourceConfig(_Section):
-    kind: Literal["synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan"] = "synthetic"
+    kind: Literal["synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan", "weak"] = "synthetic"
     # synthetic: where the faces are written (when missing or stale); folder: holds images/, masks/,
     # face_masks/; ffhq_wrinkle: the release folder (manual_wrinkle_masks/, weak_wrinkle_masks/,
-    # face_parsed_labels/); kim: holds wrinkle_masks/ and skin_masks/; vanijan: holds wrinkles/
+    # face_parsed_labels/); kim: holds wrinkle_masks/ and skin_masks/; vanijan: holds wrinkles/;
+    # weak: unlabeled faces in images/ (or faces/, face_parsing_extraction.py's output) with optional
+    # face_masks/, whose texture maps are the targets (train.task=texture only)
     root: str = "data_cache/synthetic"
     images: str | None = None  # ffhq_wrinkle, kim, vanijan: FFHQ images (official nested or flat)
     masks: Literal["manual", "weak"] = "manual"  # ffhq_wrinkle: which wrinkle masks
@@ -82,7 +84,9 @@ class SourceConfig(_Section):
     @model_validator(mode="after")
     def _rules(self) -> SourceConfig:
         return self._check(
-            self.kind in ("synthetic", "folder") or self.images is not None, "images", f"the FFHQ image folder is needed for {self.kind}"
+            self.kind in ("synthetic", "folder", "weak") or self.images is not None,
+            "images",
+            f"the FFHQ image folder is needed for {self.kind}",
         )
 
 
@@ -215,7 +219,10 @@ class TrainConfig(_Section):
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     amp: Literal["off", "bf16", "fp16"] = "off"  # fp16 only on CUDA (with a gradient scaler)
     channels_last: bool = True
-    select_metric: Literal["val_iou", "val_dice", "val_loss"] = "val_iou"  # best.pt is chosen on this
+    # segmentation: wrinkle masks, Dice + Focal; texture: regress each face's texture map (weak labels,
+    # stage 1 of Moon et al.'s recipe: MSE, validation MAE / PSNR), then fine-tune with model.init_from
+    task: Literal["segmentation", "texture"] = "segmentation"
+    select_metric: Literal["val_iou", "val_dice", "val_loss", "val_mae"] = "val_iou"  # best.pt is chosen on this
     early_stopping_patience: int = 0  # epochs without improvement of select_metric; 0 = off
     max_bad_steps: int = Field(5, gt=0)  # non-finite loss or gradient: skip the step; abort after this many in a row
     compile: bool = False  # torch.compile the model (slow first epoch, faster after; CUDA mostly)
@@ -268,6 +275,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _rules(self) -> Config:
+        self._task_rules()
         side, name = (self.data.patch_size, "data.patch_size") if self.data.patch_size else (self.data.image_size, "data.image_size")
         return self._check(
             self.train.batch_size > 1 or side > 32,
@@ -275,6 +283,33 @@ class Config(_Section):
             f"train.batch_size=1 with {name}={side}: the encoder's deepest BatchNorm (1/32 of the side) would see "
             "one value per channel; use train.batch_size >= 2 or a size above 32",
         )
+
+    def _task_rules(self) -> None:
+        """What train.task asks of the other sections (texture: the texture map is the target, not an input)."""
+        task, model = self.train.task, self.model
+        for index, source in enumerate(self.data.sources):
+            self._check(
+                source.kind != "weak" or task == "texture",
+                "",
+                f"data.sources.{index}.kind: weak serves texture maps as targets; it needs train.task=texture "
+                "(stage 1; then fine-tune on masks with model.init_from)",
+            )
+        if task == "segmentation":
+            self._check(self.train.select_metric != "val_mae", "", "train.select_metric: val_mae is a texture-task metric; use val_iou")
+            return
+        self._check(model.input == "rgb", "", "model.input: with train.task=texture the texture map is the target; use model.input=rgb")
+        self._check(
+            model.arch not in ("moon_unet", "swin_unetr"),
+            "",
+            f"model.arch: {model.arch} has Moon et al.'s stage-2 input and head (RGB + texture in, two classes out); "
+            "train.task=texture trains the one-output networks (attention_unet, smp_unet, unetplusplus, seed_unet)",
+        )
+        self._check(
+            self.train.select_metric in ("val_loss", "val_mae"),
+            "",
+            f"train.select_metric: {self.train.select_metric} has no meaning for train.task=texture; use val_loss or val_mae",
+        )
+        self._check(self.scheduler.monitor == "val_loss", "", "scheduler.monitor: train.task=texture has val_loss only; use val_loss")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def focal_loss(
 class DiceFocalLoss(nn.Module):
     """Weighted sum of soft Dice and focal loss; `valid` restricts both to a region (e.g. face skin)."""
 
+    n_sums = N_SUMS
+
     def __init__(self, dice_weight: float = 1.0, focal_weight: float = 1.0, alpha: float = 0.75, gamma: float = 2.0, smooth: float = 1.0):
         super().__init__()
         self.dice_weight, self.focal_weight = dice_weight, focal_weight
@@ -96,6 +98,31 @@ class DiceFocalLoss(nn.Module):
         if self.focal_weight:
             loss = loss + self.focal_weight * focal_total / count.clamp_min(1.0)
         return loss
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.from_sums(self.sums(logits, target, valid))
+
+
+class TextureLoss(nn.Module):
+    """Mean squared error between the predicted texture map, sigmoid(logits) in [0, 1], and the target map
+    (uint8 0..255 scaled to [0, 1]) on the valid pixels: stage 1 of Moon et al.'s recipe (train.task=texture).
+
+    One sigmoid output, as for segmentation, so a stage-1 network fine-tunes to wrinkle masks with its
+    head as it is. Sums (squared error, pixel count) add up over batches and ranks as DiceFocalLoss's do."""
+
+    n_sums = 2
+
+    def sums(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(sum of squared errors, number of pixels) as one float32 tensor."""
+        error = (torch.sigmoid(logits.float()) - target.float() / 255.0).square()
+        if valid is None:
+            return torch.stack([error.sum(), logits.new_tensor(float(error.numel()), dtype=torch.float32)])
+        valid = valid.float()
+        return torch.stack([(error * valid).sum(), valid.sum()])
+
+    def from_sums(self, sums: torch.Tensor) -> torch.Tensor:
+        squared, count = sums.unbind()
+        return squared / count.clamp_min(1.0)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.from_sums(self.sums(logits, target, valid))

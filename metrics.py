@@ -314,3 +314,34 @@ class SegmentationMeter:
             n_empty_both=int(((counts[:, 0] + counts[:, 1] + counts[:, 2]) == 0).sum()),
         )
         return result
+
+
+class TextureMeter:
+    """Texture-map regression (train.task=texture): absolute and squared errors summed over the scored
+    pixels, in grey levels (0..255, the published weak masks' scale), then MAE, RMSE and PSNR (peak 255).
+
+    Pooled over pixels like the segmentation counts, so the figures do not depend on batching; `state`
+    and `merge_state` add up ranks' shards."""
+
+    def __init__(self):
+        self.sums = np.zeros(3, np.float64)  # |error|, error^2, pixels
+
+    def update(self, prob: torch.Tensor, target: torch.Tensor, region: torch.Tensor | None = None) -> None:
+        """Add a batch: predicted maps `prob` in [0, 1] and uint8 `target` maps (N x H x W or N x 1 x H x W)."""
+        error = prob.reshape(target.shape).double() * 255.0 - target.double()
+        weight = region.reshape(target.shape).double() if region is not None else torch.ones_like(error)
+        self.sums += [float((error.abs() * weight).sum()), float((error.square() * weight).sum()), float(weight.sum())]
+
+    def state(self) -> dict:
+        return {"sums": self.sums.copy()}
+
+    def merge_state(self, state: dict) -> None:
+        self.sums += state["sums"]
+
+    def compute(self) -> dict[str, float]:
+        absolute, squared, pixels = self.sums
+        if pixels == 0:
+            return {"mae": float("nan"), "rmse": float("nan"), "psnr": float("nan"), "pixels": 0}
+        mse = squared / pixels
+        psnr = float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+        return {"mae": absolute / pixels, "rmse": float(np.sqrt(mse)), "psnr": float(psnr), "pixels": int(pixels)}

@@ -32,7 +32,7 @@ def _stat(path: Path | None) -> list | None:
     return [str(path.resolve()), info.st_size, info.st_mtime_ns]
 
 
-def cache_key(sample: Sample, size: int, texture: bool = False) -> str:
+def cache_key(sample: Sample, size: int, texture: bool = False, target: str = "mask") -> str:
     """A name that changes whenever the sample's files, mask rules, the resolution or the channels change."""
     description = {
         "version": CACHE_VERSION,
@@ -46,6 +46,9 @@ def cache_key(sample: Sample, size: int, texture: bool = False) -> str:
     }
     if texture:  # RGB-only entries keep their names (and stay valid)
         description["texture"] = TEXTURE_RECIPE
+    if target != "mask":  # the mask plane holds a texture map (train.task=texture)
+        description["target"] = f"{target}:{TEXTURE_RECIPE}"
+        description["mask_is_texture"] = sample.mask_is_texture
     return hashlib.sha1(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 
@@ -63,8 +66,8 @@ def unpack(packed: np.ndarray, channels: int = 3) -> tuple[np.ndarray, np.ndarra
     return packed[:image_rows].reshape(height, width, channels), packed[image_rows : image_rows + height], packed[image_rows + height :]
 
 
-def cached_path(cache_dir: Path, sample: Sample, size: int, texture: bool = False) -> Path:
-    key = cache_key(sample, size, texture)
+def cached_path(cache_dir: Path, sample: Sample, size: int, texture: bool = False, target: str = "mask") -> Path:
+    key = cache_key(sample, size, texture, target)
     return cache_dir / key[:2] / f"{key}.npy"
 
 
@@ -72,18 +75,18 @@ class CacheWriteError(OutputError):
     """The cache folder cannot take a file (disk full, read-only, ...): the sample itself is fine."""
 
 
-def ensure_cached(cache_dir: Path, sample: Sample, size: int, texture: bool = False) -> Path:
+def ensure_cached(cache_dir: Path, sample: Sample, size: int, texture: bool = False, target: str = "mask") -> Path:
     """The cache file of `sample`, decoding and writing it (atomically) when it is not there yet.
 
     Raises ImageReadError when the sample's own files cannot be read, CacheWriteError when the cache
     cannot be written (nothing half-written is left behind)."""
     try:
-        path = cached_path(cache_dir, sample, size, texture)
+        path = cached_path(cache_dir, sample, size, texture, target)
     except OSError as err:  # stat() of a source file
         raise ImageReadError(f"{err.filename}: cannot read ({err.strerror})") from err
     if path.is_file():
         return path
-    packed = pack(*decode_sample(sample, size, texture))
+    packed = pack(*decode_sample(sample, size, texture, target))
     try:
         with atomic_write(path) as handle:
             np.save(handle, packed, allow_pickle=False)

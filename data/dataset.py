@@ -52,6 +52,7 @@ class WrinkleDataset(Dataset):
         patch_wrinkle_fraction: float = 0.0,
         workers: int = 4,
         texture: bool = False,
+        target: str = "mask",
     ):
         if cache not in CACHE_MODES:
             raise UnknownNameError(f"data.cache {cache!r}; valid: {', '.join(CACHE_MODES)}")
@@ -63,6 +64,7 @@ class WrinkleDataset(Dataset):
         self.patch_size = patch_size
         self.patch_wrinkle_fraction = patch_wrinkle_fraction
         self.texture = texture
+        self.target = target  # "mask": wrinkle masks; "texture": the `mask` entry is the face's texture map (0..255)
         self.channels = 4 if texture else 3
         self.rng = np.random.default_rng(0)  # patch positions; reseeded per epoch and per worker
         cache_dir = Path(cache_dir)
@@ -73,11 +75,11 @@ class WrinkleDataset(Dataset):
             try:
                 if cache == "disk":
                     try:
-                        return ensure_cached(cache_dir, sample, image_size, texture)
+                        return ensure_cached(cache_dir, sample, image_size, texture, target)
                     except CacheWriteError as err:  # not the sample's fault: decode it on every read instead
                         cache_failures.append(str(err))
                         return sample
-                packed = pack(*decode_sample(sample, image_size, texture))  # decoding also checks the files
+                packed = pack(*decode_sample(sample, image_size, texture, target))  # decoding also checks the files
                 return packed if cache == "memory" else sample
             except ImageReadError as err:
                 log.warning("skipped %s: %s", sample.id, err)
@@ -109,7 +111,7 @@ class WrinkleDataset(Dataset):
             return read_cached(entry, self.channels)
         if isinstance(entry, np.ndarray):
             return unpack(entry, self.channels)
-        return unpack(pack(*decode_sample(entry, self.image_size, self.texture)), self.channels)
+        return unpack(pack(*decode_sample(entry, self.image_size, self.texture, self.target)), self.channels)
 
     def has_wrinkles(self) -> bool:
         """Whether any sample's wrinkle mask marks a pixel (stops at the first that does)."""
@@ -141,9 +143,14 @@ class WrinkleDataset(Dataset):
             image = cv2.bitwise_and(image, image, mask=skin)
         if self.patch_size:
             image, mask, skin = wrinkle_patch(image, mask, skin, self.patch_size, self.patch_wrinkle_fraction, self.rng)
-        if self.transform is not None:
+        if self.transform is not None and self.target == "texture":
+            # A texture target is warped as the image is (bilinear), not as a wrinkle mask (nearest).
+            image, (skin,) = self.transform(np.dstack([image, mask]), [skin])
+            image, mask = image[..., :-1], image[..., -1]
+        elif self.transform is not None:
             image, (mask, skin) = self.transform(image, [mask, skin])
-        mask = dilate_mask(mask, self.mask_dilation)
+        if self.target == "mask":
+            mask = dilate_mask(mask, self.mask_dilation)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),  # collation copies once
             "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
@@ -183,6 +190,7 @@ def build_dataset(cfg: Config, split: str, samples: list[Sample] | None = None, 
         patch_size=d.patch_size if training else 0,
         patch_wrinkle_fraction=d.patch_wrinkle_fraction,
         texture=cfg.model.input == "rgb_texture",
+        target="texture" if cfg.train.task == "texture" else "mask",
     )
 
 

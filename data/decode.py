@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data.image_io import ImageReadError, read_binary_mask, read_rgb, resize_mask, resize_rgb
+from data.image_io import ImageReadError, read_binary_mask, read_gray, read_rgb, resize_mask, resize_rgb
 from data.sources import FFHQ_FRAME, Sample
-from data.texture import with_texture
+from data.texture import texture_map, with_texture
 
 
 def _fit_to_image(mask: np.ndarray, path: Path, what: str, height: int, width: int, thin: bool = True) -> np.ndarray:
@@ -87,8 +87,24 @@ def load_sample(sample: Sample, size: int | None) -> tuple[np.ndarray, np.ndarra
     return resize_rgb(image, size, size), resize_mask(mask, size, size), resize_mask(skin, size, size, thin=False)
 
 
-def decode_sample(sample: Sample, size: int, texture: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def texture_target(sample: Sample, image: np.ndarray, skin: np.ndarray, size: int) -> np.ndarray:
+    """The uint8 texture map a texture-task model learns for `sample` (image and skin at size x size): its
+    mask file as stored when that is a texture map (FFHQ-Wrinkle's weak masks, resized with the image),
+    else computed from the image (data/texture.py); zero outside skin either way."""
+    if sample.mask_is_texture and sample.mask is not None:
+        # Padded and resized as the image was (the published maps have their image's 1024 x 1024 frame).
+        target = resize_rgb(pad_to_square(read_gray(sample.mask)), size, size)
+    else:
+        target = texture_map(image, skin.astype(bool))
+    return np.where(skin.astype(bool), target, 0).astype(np.uint8)
+
+
+def decode_sample(sample: Sample, size: int, texture: bool = False, target: str = "mask") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`load_sample` at size x size, with the texture map as a 4th image channel when `texture`
-    (computed at this resolution, from the whole image, zeroed outside skin: data/texture.py)."""
+    (computed at this resolution, from the whole image, zeroed outside skin: data/texture.py). With
+    `target` "texture" the returned mask is the sample's uint8 texture map (`texture_target`), not its
+    wrinkle mask."""
     image, mask, skin = load_sample(sample, size)
+    if target == "texture":
+        mask = texture_target(sample, image, skin, size)
     return (with_texture(image, skin) if texture else image), mask, skin

@@ -83,6 +83,23 @@ def _download_once(url: str, part: Path) -> None:
         raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from err
 
 
+def remote_size(url: str) -> int | None:
+    """The size in bytes that `url` would download, when its source says so (a local file's size, the
+    Content-Length of an HTTP HEAD request); None when it does not or cannot be asked. Downloads nothing."""
+    local = _local_path(url)
+    if local is not None:
+        return local.stat().st_size if local.is_file() else None
+    request = urllib.request.Request(direct_url(url), method="HEAD", headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            length = response.headers.get("Content-Length", "")
+            if "text/html" in response.headers.get("Content-Type", "") or not length.isdigit():
+                return None  # a web page (Google Drive's quota or sign-in page), or no size given
+            return int(length)
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError):
+        return None
+
+
 def fetch(url: str, dest: str | Path, size: int | None = None, md5: str | None = None, attempts: int = 3) -> Path:
     """Download `url` to `dest`, resuming `dest.part` and verifying size and MD5 when given.
 

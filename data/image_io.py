@@ -315,6 +315,18 @@ def read_binary_mask(path: str | Path, threshold: int | None = None) -> np.ndarr
     return value > threshold
 
 
+def read_gray(path: str | Path) -> np.ndarray:
+    """Read an 8-bit map (e.g. a texture map, FFHQ-Wrinkle's weak masks) as uint8 H x W, values as stored
+    (16-bit scaled, colour taken as its brightest channel, as `read_binary_mask` reads a pixel)."""
+    path = Path(path)
+    array = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported pixel type {array.dtype} for a map")
+    return array.max(axis=2) if array.ndim == 3 else array
+
+
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write an RGB or single-channel uint8 array as PNG, atomically (OutputError naming `path` on failure)."""
     path = Path(path)

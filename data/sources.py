@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan")
+SOURCE_KINDS = ("synthetic", "folder", "ffhq_wrinkle", "kim", "vanijan", "weak")
 FFHQ_FRAME = 1024  # the side of FFHQ's aligned images, in which vanijan's crop limits are given
 
 
@@ -49,6 +49,7 @@ class Sample:
     skin_classes: tuple[int, ...] = ()  # for a label map: the classes that count as skin
     mask_threshold: int | None = None  # wrinkle = value > threshold; None: > 0 for 0/1 masks, > 127 otherwise
     mask_crop: tuple[int, int, int, int] | None = None  # (min_h, max_h, min_w, max_w) of a crop in the FFHQ frame
+    mask_is_texture: bool = False  # the mask file is a texture map (FFHQ-Wrinkle's weak masks): a texture target as is
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
@@ -140,7 +141,15 @@ def ffhq_wrinkle_samples(
     for sample_id, image in matched.items():
         label_map = labels / f"{sample_id}.npy"
         samples.append(
-            Sample(sample_id, image, mask_index[sample_id], label_map if label_map.is_file() else None, "ffhq_wrinkle", tuple(skin_classes))
+            Sample(
+                sample_id,
+                image,
+                mask_index[sample_id],
+                label_map if label_map.is_file() else None,
+                "ffhq_wrinkle",
+                tuple(skin_classes),
+                mask_is_texture=masks == "weak",
+            )
         )
     _report(
         f"ffhq_wrinkle: ids without face-parsing labels in {labels} (whole image counts as skin)",
@@ -177,6 +186,26 @@ def vanijan_samples(root: str | Path, images: str | Path) -> list[Sample]:
     return [Sample(i, image, masks[i], None, "vanijan", mask_crop=crops[i]) for i, image in matched.items()]
 
 
+def weak_samples(root: str | Path) -> list[Sample]:
+    """Unlabeled faces for texture pretraining: `root/images/` (or `root/faces/`, as face_parsing_extraction.py
+    writes them) and optional `root/face_masks/` (skin); no wrinkle masks, the targets are texture maps."""
+    root = Path(root)
+    folder = next((root / name for name in ("images", "faces") if (root / name).is_dir()), None)
+    if folder is None:
+        raise DataError(f"{root}: no images/ or faces/ folder of unlabeled faces (face_masks/ beside it is optional)")
+    images, face_masks = _by_stem(folder), _by_stem(root / "face_masks")
+    if not images:
+        raise DataError(f"{folder}: no image files")
+    if face_masks:
+        _report(f"{root}: faces without a skin mask in face_masks/, left out", sorted(set(images) - set(face_masks)))
+    samples = [
+        Sample(stem, image, None, face_masks.get(stem), "weak") for stem, image in images.items() if not face_masks or stem in face_masks
+    ]
+    if not samples:
+        raise DataError(f"{root}: no face has a skin mask in face_masks/")
+    return samples
+
+
 def source_samples(src: SourceConfig, image_size: int) -> list[Sample]:
     """The samples of one configured source; a synthetic source is generated first when missing or stale."""
     if src.kind == "synthetic":
@@ -190,6 +219,8 @@ def source_samples(src: SourceConfig, image_size: int) -> list[Sample]:
         return kim_samples(src.root, src.images)
     if src.kind == "vanijan":
         return vanijan_samples(src.root, src.images)
+    if src.kind == "weak":
+        return weak_samples(src.root)
     raise UnknownNameError(f"data.sources kind {src.kind!r}; valid: {', '.join(SOURCE_KINDS)}")
 
 

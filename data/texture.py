@@ -18,7 +18,10 @@ authors' code. At other resolutions the kernel and sigma scale with the image (`
 
 from __future__ import annotations
 
+import argparse
+import logging
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -85,3 +88,182 @@ def with_texture(image: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """H x W x 4 uint8: the RGB image, then its texture map zeroed outside `skin` (bool or 0/1 H x W) —
     the model input of `model.input=rgb_texture`, at whatever resolution the image is (the blur scales)."""
     return np.dstack([image, texture_map(image, skin.astype(bool, copy=False))])
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line: weak labels for any folder, python -m data.texture --input DIR --output DIR
+# ------------------------------------------------------------------------------------------------
+
+CLI_HELP = """Texture maps (weak wrinkle labels) for a folder of face images.
+
+    python -m data.texture --input faces/ --output texture_maps/ [--face-masks DIR] [--size N]
+
+For every face image X.*: OUTPUT/X.png, its texture map as an 8-bit grayscale PNG (0..255, the format of
+FFHQ-Wrinkle's weak_wrinkle_masks), the face's size (--size N: N x N), zero outside skin; and
+OUTPUT/summary.csv, one row per input file: status (ok; skipped: not an image; error: unreadable, too
+large, unsupported format, broken link, no or unreadable skin mask; name_clash: another file has the same
+name before its suffix), width and height of the map, skin_pixels, texture_mean (the mean map value on
+skin) and a message. The same image always gives the same bytes.
+
+The faces are expected to be face crops, as face_parsing_extraction.py writes them (faces/ for --input,
+face_masks/ for --face-masks), or FFHQ-aligned images. Skin:
+  --face-masks DIR  the mask of the same relative name (any image suffix) in DIR, the image's size;
+  (none)            every pixel that is not pure black (0, 0, 0): skin-masked faces (face_parsing_extraction.py's
+                    faces/) have black non-skin pixels, whose texture would be 255 (I = 0), a bright band
+                    around the face. An unmasked image counts as skin all over, bar its pure-black pixels.
+The blur always sees the whole image; skin only zeroes the map. --size pads a non-square face with black
+on the right and bottom to a square (not skin), then scales it to N x N (area averaging when shrinking)
+before the map is computed; the blur's kernel and sigma scale with the resolution (21 x 21, sigma 5 at 1024).
+
+OUTPUT must be new or empty; --overwrite replaces the files of an earlier run there (and removes those this
+run does not write again), never a file this command did not write. OUTPUT may not be, contain or lie inside
+--input or --face-masks (unless --overwrite). --recursive also reads sub-folders (outputs repeat their layout).
+
+Exit codes: 0 every image got a map; 3 some image files got none (see summary.csv; non-image files do not
+count); 1 nothing could be done (missing folder, output folder refused).
+"""
+
+COMMAND = "data.texture"  # the name recorded in the output folder's manifest
+SUMMARY_COLUMNS = ["file", "status", "width", "height", "skin_pixels", "texture_mean", "message"]
+NO_RESULT = ("error", "name_clash")  # statuses of image files that got no map
+WRITE_EVERY = 16  # images per write of their PNGs and summary.csv
+
+
+def face_texture(image: np.ndarray, skin: np.ndarray, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The texture map of a face (RGB uint8) and its skin (bool, same size), zero outside skin, and that
+    skin; with `size` both are padded to a square and scaled to size x size first, as data.decode.load_sample
+    does (the skin's padding is not skin, it is resized by majority)."""
+    if size is not None:
+        from data.decode import pad_to_square  # data.decode imports this module: imported here, when needed
+        from data.image_io import resize_mask, resize_rgb
+
+        image, skin = pad_to_square(image), pad_to_square(skin)
+        image, skin = resize_rgb(image, size, size), resize_mask(skin, size, size, thin=False)
+    return texture_map(image, skin), skin
+
+
+def _face_and_skin(path: Path, name: str, face_mask_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """A face image and its skin: the mask named `name` in `face_mask_dir`, else the not-pure-black pixels.
+    ImageReadError (naming the file) for an unreadable image or mask, a missing mask or a size mismatch."""
+    from data.image_io import ImageReadError, read_binary_mask, read_rgb
+
+    image = read_rgb(path)
+    if face_mask_dir is None:
+        return image, image.any(axis=2)
+    from engine.segment_photos import find_face_mask  # predict.py's lookup; imports torch, only with --face-masks
+
+    mask_path = find_face_mask(face_mask_dir, name)
+    skin = read_binary_mask(mask_path)
+    if skin.shape != image.shape[:2]:
+        raise ImageReadError(f"{mask_path}: face mask is {skin.shape[1]}x{skin.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
+    return image, skin
+
+
+def texture_folder(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    face_mask_dir: str | Path | None = None,
+    size: int | None = None,
+    overwrite: bool = False,
+    recursive: bool = False,
+) -> list[dict]:
+    """Write the texture map of every face image in `input_dir` to `output_dir` (see CLI_HELP); returns
+    the summary rows, one per input file. `output_dir` follows engine.output_folder.OutputFolder's rules;
+    every WRITE_EVERY images summary.csv lists exactly the files handled so far, their maps written."""
+    from tqdm import tqdm
+
+    from data.image_io import ImageReadError
+    from engine.cli import InputError, input_status, list_inputs, write_batch
+    from engine.errors import OutputError
+    from engine.output_folder import OutputFolder
+
+    log = logging.getLogger(__name__)
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
+    if face_mask_dir is not None and not face_mask_dir.is_dir():
+        raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
+    files = list_inputs(input_dir, recursive)
+    inputs = [input_dir] + ([face_mask_dir] if face_mask_dir is not None else [])
+    output = OutputFolder(output_dir, COMMAND, overwrite=overwrite, inputs=inputs)
+
+    done: list[dict] = []  # rows whose maps are written (or that have none)
+    pending_rows: list[dict] = []
+    pending_maps: dict[str, np.ndarray] = {}
+    names: dict[str, Path] = {}
+
+    def flush() -> None:
+        try:
+            write_batch(output, pending_maps, done + pending_rows, SUMMARY_COLUMNS)
+        except OutputError:
+            log.error("stopped: summary.csv in %s lists the %d files handled before this batch", output.root, len(done))
+            raise
+        done.extend(pending_rows)
+        pending_rows.clear()
+        pending_maps.clear()
+
+    for path in tqdm(files, desc="texture", unit="file", dynamic_ncols=True):
+        row = {"file": path.relative_to(input_dir).as_posix(), "status": "ok", "message": ""}
+        pending_rows.append(row)
+        name, problem = input_status(path, input_dir, names)
+        if problem is not None:
+            row.update(status=problem[0], message=problem[1])
+            continue
+        try:
+            image, skin = _face_and_skin(path, name, face_mask_dir)
+        except ImageReadError as err:
+            row.update(status="error", message=str(err))
+            log.warning("%s", err)
+            continue
+        names[name] = path
+        texture, skin = face_texture(image, skin, size)
+        skin_pixels = int(skin.sum())
+        row.update(
+            width=texture.shape[1],
+            height=texture.shape[0],
+            skin_pixels=skin_pixels,
+            texture_mean=round(float(texture[skin].mean()), 4) if skin_pixels else "",
+            message="" if skin_pixels else "no skin pixels: the map is all zero",
+        )
+        pending_maps[f"{name}.png"] = texture
+        if len(pending_maps) >= WRITE_EVERY:
+            flush()
+    flush()  # the last maps, and summary.csv with every file's row
+    output.finish()
+    return done
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m data.texture", description=CLI_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--input", required=True, help="folder of face images (face crops, e.g. face_parsing_extraction.py's faces/)")
+    parser.add_argument("--output", required=True, help="folder for the maps (X.png) and summary.csv")
+    parser.add_argument(
+        "--face-masks",
+        help="folder of skin masks named like the images (e.g. face_parsing_extraction.py's face_masks/); "
+        "without it every pixel that is not pure black counts as skin",
+    )
+    parser.add_argument("--size", type=int, help="pad each face to a square and scale it to N x N first (default: its own size)")
+    parser.add_argument("--recursive", action="store_true", help="also read the images in sub-folders (outputs repeat their layout)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output (never other files)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.size is not None and args.size < 32:
+        parser.error("--size must be at least 32")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.cli import EXIT_OK, EXIT_PARTIAL, setup_logging
+
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    rows = texture_folder(args.input, args.output, args.face_masks, args.size, overwrite=args.overwrite, recursive=args.recursive)
+    print(args.output)
+    return EXIT_PARTIAL if any(r["status"] in NO_RESULT for r in rows) else EXIT_OK
+
+
+if __name__ == "__main__":
+    from engine.cli import run_cli
+
+    raise SystemExit(run_cli(main))

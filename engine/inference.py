@@ -17,7 +17,7 @@ from tqdm import tqdm
 from config import Config, ConfigError
 from engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors, state_mismatch
 from engine.errors import UnknownNameError
-from metrics import SegmentationMeter
+from metrics import SegmentationMeter, TextureMeter
 
 TTA_MODES = ("none", "hflip")
 
@@ -55,7 +55,8 @@ def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bo
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module, Config, dict[str, Any]]:
     """The model of a checkpoint, in eval mode on `device`, with its config and the raw checkpoint.
 
-    Weights holding NaN or infinity (a diverged run) are refused: they predict nothing, silently."""
+    Weights holding NaN or infinity (a diverged run) are refused: they predict nothing, silently; so is a
+    texture-task (stage 1) checkpoint, which predicts texture maps, not wrinkle probabilities."""
     from unet import build_model
 
     state = load_checkpoint(checkpoint)
@@ -64,6 +65,12 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module,
     if bad:
         raise CheckpointError(
             f"{checkpoint}: {len(bad)} weight tensors hold NaN or infinity (e.g. {bad[0]}): the run that wrote it diverged"
+        )
+    if cfg.train.task != "segmentation":
+        # A stage-1 network predicts texture maps: thresholding them would pass for wrinkle masks.
+        raise CheckpointError(
+            f"{checkpoint}: trained for train.task={cfg.train.task} (texture maps, stage 1), not wrinkle masks; "
+            "fine-tune it first (model.init_from, configs/finetune_manual.yaml), and see its metrics.csv for val_mae / val_psnr"
         )
     model = build_model(cfg.model, encoder_weights=False)
     load_weights(model, state["model"], checkpoint)
@@ -154,6 +161,25 @@ def score_loader(
             sums = loss_fn.sums(logits, target, skin if cfg.loss.region == "skin" else None).double()
             loss_sums = sums if loss_sums is None else loss_sums + sums
         meter.update(probs.to(device), target[:, 0].bool(), None if region is None else region[:, 0].bool(), batch["id"])
+    results = meter.compute()
+    if loss_sums is not None:
+        results["loss"] = float(loss_fn.from_sums(loss_sums))
+    return results, meter, loss_sums
+
+
+def score_texture_loader(
+    predictor: Predictor, loader, device: torch.device, cfg: Config, loss_fn: nn.Module | None = None, desc: str = "validate"
+) -> tuple[dict[str, float], TextureMeter, torch.Tensor | None]:
+    """`score_loader` for train.task=texture: the batches' `mask` entries are texture maps (0..255); MAE,
+    RMSE and PSNR on the configured region, and the loss from summed sums."""
+    meter, loss_sums = TextureMeter(), None
+    for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
+        logits, probs = predictor(batch)
+        target, skin = batch["mask"].to(device), batch["face_mask"].to(device)
+        if loss_fn is not None and logits is not None:
+            sums = loss_fn.sums(logits, target, skin if cfg.loss.region == "skin" else None).double()
+            loss_sums = sums if loss_sums is None else loss_sums + sums
+        meter.update(probs.to(device), target[:, 0], skin[:, 0] if cfg.eval.region == "skin" else None)
     results = meter.compute()
     if loss_sums is not None:
         results["loss"] = float(loss_fn.from_sums(loss_sums))

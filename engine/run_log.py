@@ -30,6 +30,8 @@ EPOCH_COLUMNS = [
     "lr",
     "epoch_seconds",
 ]
+# train.task=texture: the texture maps' errors in grey levels (0..255) and PSNR (peak 255).
+TEXTURE_EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mae", "val_rmse", "val_psnr", "lr", "epoch_seconds"]
 
 
 def wandb_mode(configured: str) -> str:
@@ -47,9 +49,18 @@ class RunLog:
     """Appends one row per epoch to metrics.csv and mirrors rows (and step losses) to W&B."""
 
     def __init__(
-        self, run_dir: Path, config: dict, wandb: str, project: str, entity: str | None, run_name: str, resume_id: str | None = None
+        self,
+        run_dir: Path,
+        config: dict,
+        wandb: str,
+        project: str,
+        entity: str | None,
+        run_name: str,
+        resume_id: str | None = None,
+        columns: list[str] = EPOCH_COLUMNS,
     ):
         self.csv_path = Path(run_dir) / "metrics.csv"
+        self.columns = columns
         self.wandb_run = None
         mode = wandb_mode(wandb)
         if mode != "disabled":
@@ -83,10 +94,10 @@ class RunLog:
         new = not self.csv_path.exists()
         try:
             with open(self.csv_path, "a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+                writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
                 if new:
                     writer.writeheader()
-                writer.writerow({k: row.get(k, "") for k in EPOCH_COLUMNS})
+                writer.writerow({k: row.get(k, "") for k in self.columns})
         except OSError as err:  # a write() error carries no file name: name it
             raise OutputError(f"cannot write {describe_os_error(err, self.csv_path)}") from err
         if self.wandb_run is not None:

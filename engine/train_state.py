@@ -14,7 +14,7 @@ from torch import nn
 
 from config import Config, config_to_dict
 from engine.checkpoint import model_state
-from losses import DiceFocalLoss
+from losses import DiceFocalLoss, TextureLoss
 
 CHECKPOINT_FORMAT = 1
 
@@ -27,7 +27,7 @@ class Learner:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     scaler: torch.amp.GradScaler
-    loss_fn: DiceFocalLoss
+    loss_fn: DiceFocalLoss | TextureLoss
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TrainState:
 def is_better(value: float, best: float | None, metric: str) -> bool:
     if best is None or not math.isfinite(best):
         return math.isfinite(value)
-    return value < best if metric == "val_loss" else value > best
+    return value < best if metric in ("val_loss", "val_mae") else value > best
 
 
 def rng_state() -> dict[str, Any]:

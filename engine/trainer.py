@@ -29,13 +29,13 @@ from data.dataset import WrinkleDataset, build_dataset, make_loader, require_wri
 from engine.checkpoint import CheckpointError, load_checkpoint, non_finite_tensors, save_checkpoint
 from engine.distributed import Distributed, seed_everything, weights_checksum
 from engine.errors import WrinkleError
-from engine.inference import autocast, model_predictor, score_loader, to_model_input
+from engine.inference import autocast, model_predictor, score_loader, score_texture_loader, to_model_input
 from engine.pictures import overlay
 from engine.run_folder import INTERRUPTED, load_resumable, open_run_folder, resume_config
-from engine.run_log import RunLog
+from engine.run_log import EPOCH_COLUMNS, TEXTURE_EPOCH_COLUMNS, RunLog
 from engine.train_state import Learner, TrainState
-from losses import N_SUMS, DiceFocalLoss
-from metrics import SegmentationMeter
+from losses import DiceFocalLoss, TextureLoss
+from metrics import SegmentationMeter, TextureMeter
 from unet import build_model
 
 __all__ = ["Trainer", "TrainingError", "fit", "resume_config"]
@@ -67,7 +67,8 @@ def build_data(cfg: Config, dist_: Distributed) -> TrainData:
     train_set = build_dataset(cfg, "train", splits["train"], training=True)
     val_set = build_dataset(cfg, "val", splits["val"], training=False)
     for split, dataset in (("train", train_set), ("val", val_set)):
-        require_wrinkles(dataset, split)
+        if cfg.train.task == "segmentation":  # texture targets are the faces' own maps: never all empty
+            require_wrinkles(dataset, split)
     log.info("data: %d train, %d val images at %d px", len(train_set), len(val_set), cfg.data.image_size)
     pin, world, rank = dist_.device.type == "cuda", dist_.world_size, dist_.rank
     drop_last = len(train_set) // world > cfg.train.batch_size
@@ -84,8 +85,14 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas))
 
 
-def load_initial_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
-    """`model.init_from`: copy weights from a checkpoint (or a plain state dict), reporting key mismatches."""
+def output_head(model: nn.Module) -> str:
+    """The name of the network's output layer (its last convolution): the one part a task change concerns."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)][-1]
+
+
+def load_initial_weights(model: nn.Module, path: str, task: str = "segmentation") -> dict[str, list[str]]:
+    """`model.init_from`: copy weights from a checkpoint (or a plain state dict), reporting key mismatches,
+    and what happens to the output head when the checkpoint was trained for another `train.task`."""
     from unet.unet_model import load_weights_file
 
     state = load_weights_file(
@@ -94,6 +101,17 @@ def load_initial_weights(model: nn.Module, path: str) -> dict[str, list[str]]:
     weights = state.get("model", state)
     if not isinstance(weights, dict):
         raise CheckpointError(f"model.init_from: {path} holds no state dict")
+    trained_for = state.get("config", {}).get("train", {}).get("task", "segmentation") if "model" in state else task
+    if trained_for != task:
+        # Both tasks end in one sigmoid channel (a texture map in [0, 1], a wrinkle probability), so the
+        # stage-1 head is a fitting start: wrinkles are where the texture response is high.
+        log.info(
+            "init_from %s: trained for train.task=%s, now %s; the output head (%s) is kept as is: one sigmoid channel in both",
+            path,
+            trained_for,
+            task,
+            output_head(model),
+        )
     own = model.state_dict()
     matching = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     report = {
@@ -113,7 +131,7 @@ def build_learner(cfg: Config, dist_: Distributed, fresh: bool) -> tuple[Learner
     """The model (pretrained encoder or `model.init_from` weights unless `fresh` is False, i.e. resuming)
     on its device, with AdamW, ReduceLROnPlateau, the gradient scaler and the loss; and the init_from report."""
     model = build_model(cfg.model, encoder_weights=fresh and cfg.model.init_from is None)
-    init_report = load_initial_weights(model, cfg.model.init_from) if cfg.model.init_from and fresh else None
+    init_report = load_initial_weights(model, cfg.model.init_from, cfg.train.task) if cfg.model.init_from and fresh else None
     if dist_.enabled and cfg.train.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(dist_.device)
@@ -124,7 +142,10 @@ def build_learner(cfg: Config, dist_: Distributed, fresh: bool) -> tuple[Learner
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=s.mode, factor=s.factor, patience=s.patience, min_lr=s.min_lr)
     scaler = torch.amp.GradScaler(dist_.device.type, enabled=cfg.train.amp == "fp16")
     loss = cfg.loss
-    loss_fn = DiceFocalLoss(loss.dice_weight, loss.focal_weight, loss.focal_alpha, loss.focal_gamma, loss.dice_smooth)
+    if cfg.train.task == "texture":
+        loss_fn = TextureLoss()
+    else:
+        loss_fn = DiceFocalLoss(loss.dice_weight, loss.focal_weight, loss.focal_alpha, loss.focal_gamma, loss.dice_smooth)
     return Learner(model, optimizer, scheduler, scaler, loss_fn), init_report
 
 
@@ -213,17 +234,21 @@ def train_one_epoch(
     return sum(t for t, _ in totals) / max(sum(c for _, c in totals), 1)
 
 
-def validate(model: nn.Module, loss_fn: DiceFocalLoss, loader, cfg: Config, dist_: Distributed) -> dict[str, float]:
+def validate(model: nn.Module, loss_fn: DiceFocalLoss | TextureLoss, loader, cfg: Config, dist_: Distributed) -> dict[str, float]:
     """Validation metrics and loss over the whole validation set: every rank's shard merged, the loss from
-    the summed Dice and focal sums of all pixels (so it depends on neither batch size nor ranks)."""
+    the summed sums of all pixels (so it depends on neither batch size nor ranks). Segmentation: IoU,
+    Dice, ... (metrics.py); train.task=texture: MAE, RMSE and PSNR of the texture maps."""
     predictor = model_predictor(model, dist_.device, cfg.train.amp, cfg.train.channels_last)
-    results, meter, loss_sums = score_loader(predictor, loader, dist_.device, cfg, loss_fn, desc="validate")
+    if cfg.train.task == "texture":
+        results, meter, loss_sums = score_texture_loader(predictor, loader, dist_.device, cfg, loss_fn, desc="validate")
+    else:
+        results, meter, loss_sums = score_loader(predictor, loader, dist_.device, cfg, loss_fn, desc="validate")
     if not dist_.enabled:
         return results
-    merged = SegmentationMeter(meter.threshold, meter.histogram.bins, meter.tolerance)
+    merged = TextureMeter() if cfg.train.task == "texture" else SegmentationMeter(meter.threshold, meter.histogram.bins, meter.tolerance)
     for part in dist_.gather(meter.state()):
         merged.merge_state(part)
-    local = loss_sums.cpu() if loss_sums is not None else torch.zeros(N_SUMS, dtype=torch.float64)  # an empty shard
+    local = loss_sums.cpu() if loss_sums is not None else torch.zeros(loss_fn.n_sums, dtype=torch.float64)  # an empty shard
     return {**merged.compute(), "loss": float(loss_fn.from_sums(sum(dist_.gather(local))))}
 
 
@@ -245,14 +270,15 @@ def is_out_of_memory(err: BaseException) -> bool:
 def epoch_row(epoch: int, train_loss: float, val: dict[str, float], lr: float, seconds: float) -> dict[str, Any]:
     """The metrics.csv row of an epoch."""
     row = {"epoch": epoch, "train_loss": train_loss, "lr": lr}
-    row.update({f"val_{k}": v for k, v in val.items() if k not in ("n_images", "n_empty_both", "tolerance_px")})
+    row.update({f"val_{k}": v for k, v in val.items() if k not in ("n_images", "n_empty_both", "tolerance_px", "pixels")})
     row["epoch_seconds"] = round(seconds, 2)
     return row
 
 
 def epoch_summary(row: dict[str, Any], epochs: int) -> str:
     """The log line of an epoch's metrics.csv row."""
-    metrics = "  ".join(f"{key} {row[key]:.4f}" for key in ("train_loss", "val_loss", "val_iou", "val_dice", "val_auc"))
+    keys = ("train_loss", "val_loss", "val_iou", "val_dice", "val_auc", "val_mae", "val_psnr")
+    metrics = "  ".join(f"{key} {row[key]:.4f}" for key in keys if key in row)
     return f"epoch {row['epoch']}/{epochs}  {metrics}  lr {row['lr']:.2e}  ({row['epoch_seconds']:.1f}s)"
 
 
@@ -307,7 +333,8 @@ class Trainer:
         self.run_dir, self.created_run_dir, wandb_id = open_run_folder(cfg, self.dist, self.state, resume, checkpoint)
         self.train_module = wrap_for_training(self.model, cfg, self.dist)
         log_args = (config_to_dict(cfg), cfg.logging.wandb, cfg.logging.project, cfg.logging.entity, self.run_dir.name, wandb_id)
-        self.run_log = RunLog(self.run_dir, *log_args) if self.dist.is_main else None
+        columns = TEXTURE_EPOCH_COLUMNS if cfg.train.task == "texture" else EPOCH_COLUMNS
+        self.run_log = RunLog(self.run_dir, *log_args, columns=columns) if self.dist.is_main else None
         self.last_val: dict[str, float] = {}
 
     # The parts' members, reachable (and replaceable, e.g. by a test's spy) by name.
@@ -373,14 +400,16 @@ class Trainer:
         state.epoch += 1
         self.learner.scheduler.step(val["loss"] if cfg.scheduler.monitor == "val_loss" else val[cfg.scheduler.monitor.removeprefix("val_")])
         row = epoch_row(state.epoch, train_loss, val, self.optimizer.param_groups[0]["lr"], time.perf_counter() - started)
-        improved = state.record_epoch(row[cfg.train.select_metric], cfg.train.select_metric, val["best_threshold"])
+        # The texture task has no threshold to choose: the configured one stays in the checkpoint.
+        improved = state.record_epoch(row[cfg.train.select_metric], cfg.train.select_metric, val.get("best_threshold", state.threshold))
         self.last_val = val
         if self.run_log:
             self.run_log.log_epoch(state.step, row)  # before last.pt: a resume trims rows past its epoch
         if improved:
             self.save("best.pt", val)  # serialized now: a copy of this epoch's weights
         self.save("last.pt", val)
-        if self.run_log and self.run_log.wandb_run and cfg.train.overlay_every and state.epoch % cfg.train.overlay_every == 0:
+        overlays_due = cfg.train.overlay_every and state.epoch % cfg.train.overlay_every == 0 and cfg.train.task == "segmentation"
+        if self.run_log and self.run_log.wandb_run and overlays_due:
             self.run_log.log_images(state.step, validation_overlays(self.model, self.data.val_set, cfg, self.device, state.threshold))
         if self.dist.is_main:
             log.info("%s", epoch_summary(row, cfg.train.epochs))
