@@ -235,6 +235,17 @@ class EvalConfig(_Section):
     region: Literal["skin", "image"] = "skin"  # pixels the metrics are computed on
     tolerance_px: int = Field(2, ge=0)  # for tolerant precision/recall/F1: annotators disagree by a few pixels
     batch_size: int = Field(4, gt=0)
+    # Tiled prediction (evaluate.py --tile/--overlap): images larger than `tile` px are read in overlapping
+    # tile x tile windows blended with a ramp (engine/tiling.py), e.g. 1024 px faces by a 512 px model; 0 = off
+    tile: int = Field(0, ge=0)
+    overlap: int = Field(64, ge=0)  # pixels shared by neighbouring windows, blended over
+
+    @model_validator(mode="after")
+    def _rules(self) -> EvalConfig:
+        self._check(self.tile == 0 or self.tile >= 32, "tile", f"0 (off) or at least 32 px, got {self.tile}")
+        return self._check(
+            self.tile == 0 or self.overlap < self.tile, "overlap", f"must be below eval.tile ({self.tile}), got {self.overlap}"
+        )
 
 
 class FaceConfig(_Section):

@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
     parser.add_argument("--threshold", help="a probability, or 'auto' for the threshold chosen on validation (default: eval.threshold)")
     parser.add_argument("--tta", default="none", choices=["none", "hflip"], help="hflip: average with the mirrored prediction")
+    parser.add_argument("--tile", type=int, help="read images larger than this in overlapping windows of this size (eval.tile)")
+    parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring windows (eval.overlap, default 64)")
     parser.add_argument("--baseline", choices=["ridge"], help="score a classical baseline instead of a checkpoint")
     parser.add_argument(
         "--save-probs", action="store_true", help="also write OUTPUT/probs/<id>.npz: prob, truth and region of every scored image"
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from engine.scoring import evaluate_baseline, evaluate_checkpoint
 
+    # The options are the config's eval.tile / eval.overlap, so they are checked (and recorded) with it.
+    args.overrides += [f"eval.{key}={value}" for key in ("tile", "overlap") if (value := getattr(args, key)) is not None]
     if args.baseline:
         report = evaluate_baseline(args.output, args.config, args.overrides, args.split, args.checkpoint, args.overwrite)
     else:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from config import Config, ConfigError
 from engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, non_finite_tensors, state_mismatch
 from engine.errors import UnknownNameError
+from engine.tiling import tiled_probabilities
 from metrics import SegmentationMeter, TextureMeter
 
 TTA_MODES = ("none", "hflip")
@@ -116,15 +117,23 @@ def resolve_threshold(
 Predictor = Callable[[dict], tuple["torch.Tensor | None", torch.Tensor]]  # batch -> (logits or None, probs N x H x W)
 
 
-def model_predictor(model: nn.Module, device: torch.device, amp: str = "off", channels_last: bool = False, tta: str = "none") -> Predictor:
-    """A predictor for `score_loader`: the model in eval mode, optionally averaged with its mirror image."""
+def model_predictor(
+    model: nn.Module,
+    device: torch.device,
+    amp: str = "off",
+    channels_last: bool = False,
+    tta: str = "none",
+    tile: int = 0,
+    overlap: int = 0,
+) -> Predictor:
+    """A predictor for `score_loader`: the model in eval mode, optionally averaged with its mirror image.
+    With `tile` > 0, images larger than tile x tile are read in overlapping windows (engine/tiling.py)
+    and only probabilities come back (logits None: no loss)."""
     if tta not in TTA_MODES:
         raise UnknownNameError(f"tta {tta!r}; valid: {', '.join(TTA_MODES)}")
     model.eval()
 
-    @torch.no_grad()
-    def predict(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_model_input(batch["image"], device, channels_last)
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast(device, amp):
             logits = model(x).float()
         probs = torch.sigmoid(logits)[:, 0]
@@ -133,6 +142,13 @@ def model_predictor(model: nn.Module, device: torch.device, amp: str = "off", ch
                 mirrored = model(x.flip(-1)).float()
             probs = (probs + torch.sigmoid(mirrored)[:, 0].flip(-1)) / 2
         return logits, probs
+
+    @torch.no_grad()
+    def predict(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
+        x = to_model_input(batch["image"], device, channels_last)
+        if tile and max(x.shape[-2:]) > tile:
+            return None, tiled_probabilities(lambda crops: forward(crops)[1], x, tile, overlap)
+        return forward(x)
 
     return predict
 

@@ -120,7 +120,8 @@ def evaluate_checkpoint(
     dataset = build_dataset(cfg, split, training=False)
     loader = make_loader(dataset, cfg.eval.batch_size, False, cfg.data.num_workers, cfg.experiment.seed)
     log.info("evaluating %s on %d %s images at threshold %.4f", checkpoint, len(dataset), split, used_threshold)
-    predictor = model_predictor(model, device, inference_amp(cfg.train.amp, device), cfg.train.channels_last, tta)
+    amp = inference_amp(cfg.train.amp, device)
+    predictor = model_predictor(model, device, amp, cfg.train.channels_last, tta, cfg.eval.tile, cfg.eval.overlap)
     if save_probs:
         predictor = saving_predictor(predictor, output, cfg.eval.region)
     results, meter, _ = score_loader(predictor, loader, device, cfg, threshold=used_threshold, desc=f"evaluate {split}")
@@ -131,6 +132,7 @@ def evaluate_checkpoint(
         "model": f"checkpoint {Path(checkpoint).resolve()}",
         "checkpoint_epoch": state.get("epoch"),
         "tta": tta,
+        "tiles": f"{cfg.eval.tile} px windows, {cfg.eval.overlap} px overlap" if cfg.eval.tile else "off",
     }
     return _write_report(output, report, meter, dataset, predictor, cfg)
 
