@@ -327,6 +327,26 @@ def read_gray(path: str | Path) -> np.ndarray:
     return array.max(axis=2) if array.ndim == 3 else array
 
 
+def find_face_mask(face_mask_dir: Path, stem: str) -> Path:
+    """The skin mask for `stem` (a name below the folder, without suffix) in `face_mask_dir` (any image suffix)."""
+    for suffix in IMAGE_SUFFIXES:
+        candidate = face_mask_dir / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise ImageReadError(f"{face_mask_dir}: no face mask named {stem}.*")
+
+
+def read_rgb_with_face_mask(path: Path, face_mask_dir: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
+    """An image (RGB) and its skin mask (bool), the file named `stem` in `face_mask_dir`; a missing or
+    unreadable mask, or one of another size, is an ImageReadError naming it."""
+    image = read_rgb(path)
+    mask_path = find_face_mask(face_mask_dir, stem)
+    skin = read_binary_mask(mask_path)
+    if skin.shape != image.shape[:2]:
+        raise ImageReadError(f"{mask_path}: face mask is {skin.shape[1]}x{skin.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
+    return image, skin
+
+
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write an RGB or single-channel uint8 array as PNG, atomically (OutputError naming `path` on failure)."""
     path = Path(path)

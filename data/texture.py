@@ -145,18 +145,12 @@ def face_texture(image: np.ndarray, skin: np.ndarray, size: int | None = None) -
 def _face_and_skin(path: Path, name: str, face_mask_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """A face image and its skin: the mask named `name` in `face_mask_dir`, else the not-pure-black pixels.
     ImageReadError (naming the file) for an unreadable image or mask, a missing mask or a size mismatch."""
-    from data.image_io import ImageReadError, read_binary_mask, read_rgb
+    from data.image_io import read_rgb, read_rgb_with_face_mask
 
+    if face_mask_dir is not None:
+        return read_rgb_with_face_mask(path, face_mask_dir, name)
     image = read_rgb(path)
-    if face_mask_dir is None:
-        return image, image.any(axis=2)
-    from engine.segment_photos import find_face_mask  # predict.py's lookup; imports torch, only with --face-masks
-
-    mask_path = find_face_mask(face_mask_dir, name)
-    skin = read_binary_mask(mask_path)
-    if skin.shape != image.shape[:2]:
-        raise ImageReadError(f"{mask_path}: face mask is {skin.shape[1]}x{skin.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
-    return image, skin
+    return image, image.any(axis=2)
 
 
 def texture_folder(

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from config import Config, FaceConfig
-from data.image_io import IMAGE_SUFFIXES, ImageReadError, read_binary_mask, read_rgb
+from data.image_io import ImageReadError, read_rgb, read_rgb_with_face_mask
 from data.texture import with_texture
 from engine.cli import InputError, input_status, list_inputs, write_batch
 from engine.errors import OutputError
@@ -41,23 +41,10 @@ class Prepared:
     crop: FaceCrop
 
 
-def find_face_mask(face_mask_dir: Path, stem: str) -> Path:
-    """The skin mask for `stem` (a name below the folder, without suffix) in `face_mask_dir` (any image suffix)."""
-    for suffix in IMAGE_SUFFIXES:
-        candidate = face_mask_dir / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
-    raise ImageReadError(f"{face_mask_dir}: no face mask named {stem}.*")
-
-
 def read_with_face_mask(path: Path, face_mask_dir: Path, size: int, name: str) -> Prepared:
     """A photo whose skin mask is a file of the same `name` (relative, no suffix): padded to a square,
     no face detection."""
-    image = read_rgb(path)
-    mask_path = find_face_mask(face_mask_dir, name)
-    skin = read_binary_mask(mask_path)
-    if skin.shape != image.shape[:2]:
-        raise ImageReadError(f"{mask_path}: face mask is {skin.shape[1]}x{skin.shape[0]}, image is {image.shape[1]}x{image.shape[0]}")
+    image, skin = read_rgb_with_face_mask(path, face_mask_dir, name)
     return Prepared(path, name, image, load_mask_crop(image, skin, size))
 
 
