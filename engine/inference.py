@@ -161,41 +161,31 @@ def score_loader(
     loss_fn: nn.Module | None = None,
     threshold: float | None = None,
     desc: str = "validate",
-) -> tuple[dict[str, float], SegmentationMeter, torch.Tensor | None]:
+) -> tuple[dict[str, float], SegmentationMeter | TextureMeter, torch.Tensor | None]:
     """All metrics over `loader` on the configured region, and the loss when `loss_fn` is given and the
     predictor gives logits: (results, meter, loss sums). The loss is `loss_fn.from_sums` of sums over
     every pixel of the loader (float64), so it does not depend on the batch size; processes that each
-    scored a shard add their sums (and merge their meters) to get the figures of the whole set."""
-    meter = SegmentationMeter(threshold if threshold is not None else cfg.eval.threshold, tolerance=cfg.eval.tolerance_px)
+    scored a shard add their sums (and merge their meters) to get the figures of the whole set. With
+    train.task=texture the batches' `mask` entries are texture maps (0..255), scored by MAE, RMSE and PSNR."""
+    texture = cfg.train.task == "texture"
+    meter = (
+        TextureMeter()
+        if texture
+        else SegmentationMeter(threshold if threshold is not None else cfg.eval.threshold, tolerance=cfg.eval.tolerance_px)
+    )
     loss_sums = None
     for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
         logits, probs = predictor(batch)
         target = batch["mask"].to(device)
         skin = batch["face_mask"].to(device)
-        region = skin if cfg.eval.region == "skin" else None
+        region = skin[:, 0].bool() if cfg.eval.region == "skin" else None
         if loss_fn is not None and logits is not None:
             sums = loss_fn.sums(logits, target, skin if cfg.loss.region == "skin" else None).double()
             loss_sums = sums if loss_sums is None else loss_sums + sums
-        meter.update(probs.to(device), target[:, 0].bool(), None if region is None else region[:, 0].bool(), batch["id"])
-    results = meter.compute()
-    if loss_sums is not None:
-        results["loss"] = float(loss_fn.from_sums(loss_sums))
-    return results, meter, loss_sums
-
-
-def score_texture_loader(
-    predictor: Predictor, loader, device: torch.device, cfg: Config, loss_fn: nn.Module | None = None, desc: str = "validate"
-) -> tuple[dict[str, float], TextureMeter, torch.Tensor | None]:
-    """`score_loader` for train.task=texture: the batches' `mask` entries are texture maps (0..255); MAE,
-    RMSE and PSNR on the configured region, and the loss from summed sums."""
-    meter, loss_sums = TextureMeter(), None
-    for batch in tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True):
-        logits, probs = predictor(batch)
-        target, skin = batch["mask"].to(device), batch["face_mask"].to(device)
-        if loss_fn is not None and logits is not None:
-            sums = loss_fn.sums(logits, target, skin if cfg.loss.region == "skin" else None).double()
-            loss_sums = sums if loss_sums is None else loss_sums + sums
-        meter.update(probs.to(device), target[:, 0], skin[:, 0] if cfg.eval.region == "skin" else None)
+        if texture:
+            meter.update(probs.to(device), target[:, 0], region)
+        else:
+            meter.update(probs.to(device), target[:, 0].bool(), region, batch["id"])
     results = meter.compute()
     if loss_sums is not None:
         results["loss"] = float(loss_fn.from_sums(loss_sums))

@@ -29,7 +29,7 @@ from data.dataset import WrinkleDataset, build_dataset, make_loader, require_wri
 from engine.checkpoint import CheckpointError, load_checkpoint, non_finite_tensors, save_checkpoint
 from engine.distributed import Distributed, seed_everything, weights_checksum
 from engine.errors import WrinkleError
-from engine.inference import autocast, model_predictor, score_loader, score_texture_loader, to_model_input
+from engine.inference import autocast, model_predictor, score_loader, to_model_input
 from engine.pictures import overlay
 from engine.run_folder import INTERRUPTED, load_resumable, open_run_folder, resume_config
 from engine.run_log import EPOCH_COLUMNS, TEXTURE_EPOCH_COLUMNS, RunLog
@@ -239,10 +239,7 @@ def validate(model: nn.Module, loss_fn: DiceFocalLoss | TextureLoss, loader, cfg
     the summed sums of all pixels (so it depends on neither batch size nor ranks). Segmentation: IoU,
     Dice, ... (metrics.py); train.task=texture: MAE, RMSE and PSNR of the texture maps."""
     predictor = model_predictor(model, dist_.device, cfg.train.amp, cfg.train.channels_last)
-    if cfg.train.task == "texture":
-        results, meter, loss_sums = score_texture_loader(predictor, loader, dist_.device, cfg, loss_fn, desc="validate")
-    else:
-        results, meter, loss_sums = score_loader(predictor, loader, dist_.device, cfg, loss_fn, desc="validate")
+    results, meter, loss_sums = score_loader(predictor, loader, dist_.device, cfg, loss_fn, desc="validate")
     if not dist_.enabled:
         return results
     merged = TextureMeter() if cfg.train.task == "texture" else SegmentationMeter(meter.threshold, meter.histogram.bins, meter.tolerance)
