@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from config import Config, FaceConfig
 from data.image_io import ImageReadError, read_rgb, read_rgb_with_face_mask
-from data.texture import with_texture
+from data.texture import texture_map
 from engine.cli import InputError, input_status, list_inputs, write_batch
 from engine.errors import OutputError
 from engine.inference import inference_amp, load_model, model_predictor, resolve_device, resolve_threshold
@@ -153,7 +153,7 @@ def model_input(crop: FaceCrop, zero_non_skin: bool, texture: bool) -> np.ndarra
     """H x W x C uint8: the face crop as the model's training faces were made (data/dataset.py): the
     texture map (`texture`) from the whole crop, zero off skin; RGB zeroed off skin with `zero_non_skin`."""
     image = crop.image * crop.skin[..., None] if zero_non_skin else crop.image
-    return np.dstack([image, with_texture(crop.image, crop.skin)[..., 3]]) if texture else image
+    return np.dstack([image, texture_map(crop.image, crop.skin)]) if texture else image
 
 
 def segment_batch(
