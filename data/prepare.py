@@ -187,14 +187,19 @@ def choose_weak_ids(ids, limit: int | None) -> list[str]:
     return ordered if limit is None else ordered[:limit]
 
 
+def by_thousand(folder: Path, sample_id: str) -> Path:
+    """folder/{thousand}/{id}.png: FFHQ's nested layout, which the weak masks share (weak_wrinkle_masks/00000/00001.png)."""
+    return folder / f"{int(sample_id) // 1000 * 1000:05d}" / f"{sample_id}.png"
+
+
 def weak_mask_path(root: Path, sample_id: str) -> Path:
     """Where a weak mask goes: root/weak_wrinkle_masks/{thousand}/{id}.png, the published layout."""
-    return root / "weak_wrinkle_masks" / f"{int(sample_id) // 1000 * 1000:05d}" / f"{sample_id}.png"
+    return by_thousand(root / "weak_wrinkle_masks", sample_id)
 
 
 def ffhq_image_path(images: Path, sample_id: str) -> Path:
     """Where fetch_ffhq_images puts an FFHQ image: FFHQ's nested layout, images/{thousand}/{id}.png."""
-    return images / f"{int(sample_id) // 1000 * 1000:05d}" / f"{sample_id}.png"
+    return by_thousand(images, sample_id)
 
 
 def _unpack_error(archive: Path, err: Exception) -> FetchError:
