@@ -3,6 +3,7 @@
     python evaluate.py --checkpoint runs/NAME/checkpoints/best.pt --output runs/NAME/eval
     python evaluate.py --checkpoint best.pt --output eval --config config.yaml --split test --threshold auto --tta hflip
     python evaluate.py --baseline ridge --config configs/quickstart.yaml --output eval_ridge
+    python evaluate.py --checkpoint model_int8.onnx --output eval_int8      # an export.py file, in ONNX Runtime
 
 Writes OUTPUT/metrics.json (every figure with its definition), OUTPUT/per_image.csv, roc.png, pr.png,
 threshold.png and overlays/ of the best and worst images; with --save-probs also OUTPUT/probs/<id>.npz
@@ -26,7 +27,7 @@ from engine.cli import EXIT_OK, run_cli, setup_logging
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="a .pt written by train.py (required unless --baseline)")
+    parser.add_argument("--checkpoint", help="a .pt written by train.py or a .onnx written by export.py (required unless --baseline)")
     parser.add_argument("--output", required=True, help="folder for metrics.json, per_image.csv and pictures")
     parser.add_argument("--config", help="YAML config for the data to score (default: the checkpoint's)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="default: test")
@@ -34,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tta", default="none", choices=["none", "hflip"], help="hflip: average with the mirrored prediction")
     parser.add_argument("--tile", type=int, help="read images larger than this in overlapping windows of this size (eval.tile)")
     parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring windows (eval.overlap, default 64)")
+    parser.add_argument(
+        "--runtime", choices=["torch", "onnx"], help="PyTorch, or ONNX Runtime (a .pt is exported in memory first); default: by the file"
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime alike (default: PyTorch's, the cores)")
     parser.add_argument("--baseline", choices=["ridge"], help="score a classical baseline instead of a checkpoint")
     parser.add_argument(
         "--save-probs", action="store_true", help="also write OUTPUT/probs/<id>.npz: prob, truth and region of every scored image"
@@ -62,7 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_baseline(args.output, args.config, args.overrides, args.split, args.checkpoint, args.overwrite)
     else:
         report = evaluate_checkpoint(
-            args.checkpoint, args.output, args.config, args.overrides, args.split, args.threshold, args.tta, args.save_probs, args.overwrite
+            args.checkpoint,
+            args.output,
+            args.config,
+            args.overrides,
+            args.split,
+            args.threshold,
+            args.tta,
+            args.save_probs,
+            args.overwrite,
+            runtime=args.runtime,
+            threads=args.threads,
         )
     headline = {k: round(report[k], 4) for k in ("iou", "dice", "precision", "recall", "auc", "tolerant_f1", "cldice", "per_image_iou")}
     print(json.dumps({"n_images": report["n_images"], "threshold": round(report["threshold"], 4), **headline}), file=sys.stderr)

@@ -24,6 +24,11 @@ be, contain or lie inside --input (unless --overwrite). Photos larger than 200 m
 formats (GIF, HEIC, ...) and broken links get an error row; the others go on. --recursive also reads
 sub-folders.
 
+--checkpoint may be a .onnx from export.py (run by ONNX Runtime; the file holds the face settings and
+threshold); --runtime onnx also runs a .pt in ONNX Runtime. --size 1024 --tile 512 crops faces at
+1024 px and reads them in overlapping 512 px windows (for a model trained on 512 px patches or
+faces), so memory stays bounded by the tile; --tta hflip averages with the mirrored prediction.
+
 --face-masks DIR: images that are already face crops (face_parsing_extraction.py's faces/) with
 their skin masks (its face_masks/): no detection, the image is padded to a square and scaled.
 --align / --skin / --bisenet-weights / --mesh-models override the checkpoint's face settings (a
@@ -42,7 +47,7 @@ from engine.cli import EXIT_OK, EXIT_PARTIAL, run_cli, setup_logging
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a .pt written by train.py")
+    parser.add_argument("--checkpoint", required=True, help="a .pt written by train.py, or a .onnx written by export.py")
     parser.add_argument("--input", required=True, help="folder of photos")
     parser.add_argument("--output", required=True, help="folder for masks/, overlays/ and summary.csv")
     parser.add_argument("--threshold", default="auto", help="a probability, or 'auto' (the validation-chosen one; default)")
@@ -53,6 +58,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--mesh-models", help="folder of the face-mesh .tflite files (default: the checkpoint's face.mesh_models, else models/face_mesh)"
     )
+    parser.add_argument(
+        "--runtime", choices=["torch", "onnx"], help="PyTorch, or ONNX Runtime (a .pt is exported in memory first); default: by the file"
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime alike (default: PyTorch's, the cores)")
+    parser.add_argument("--tta", default="none", choices=["none", "hflip"], help="hflip: average with the mirrored prediction")
+    parser.add_argument("--size", type=int, help="face crop resolution in px (default: the training resolution)")
+    parser.add_argument("--tile", type=int, help="read face crops larger than this in overlapping windows of this size (eval.tile)")
+    parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring windows (eval.overlap, default 64)")
     parser.add_argument("--save-probs", action="store_true", help="also write probability maps (0-255) to probs/")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--recursive", action="store_true", help="also read the photos in sub-folders (outputs repeat their layout)")
@@ -94,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         face_overrides,
         overwrite=args.overwrite,
         recursive=args.recursive,
+        runtime=args.runtime,
+        threads=args.threads,
+        tta=args.tta,
+        size=args.size,
+        tile=args.tile,
+        overlap=args.overlap,
     )
     print(args.output)
     return EXIT_PARTIAL if any(r["status"] in NO_RESULT for r in rows) else EXIT_OK

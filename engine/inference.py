@@ -6,9 +6,11 @@ Validation in train.py and evaluate.py both call `score_loader`, so they compute
 from __future__ import annotations
 
 import contextlib
+import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,6 +21,11 @@ from engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoin
 from engine.errors import UnknownNameError
 from engine.tiling import tiled_probabilities
 from metrics import SegmentationMeter, TextureMeter
+
+if TYPE_CHECKING:
+    from engine.onnx_model import OnnxNetwork
+
+log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "hflip")
 
@@ -81,6 +88,48 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[nn.Module,
     return model, cfg, state
 
 
+RUNTIMES = ("torch", "onnx")
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """An ONNX model (by its suffix), as opposed to a PyTorch checkpoint."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def load_network(
+    path: str | Path, device: torch.device, runtime: str | None = None, threads: int | None = None
+) -> tuple[nn.Module | OnnxNetwork, Config, dict[str, Any]]:
+    """What predict.py and evaluate.py run: (network, config, facts with "threshold" and "epoch").
+
+    `runtime` "torch" loads a .pt checkpoint; "onnx" runs an export.py `.onnx` file in ONNX Runtime, or
+    exports a .pt checkpoint in memory first; None picks by the file's suffix. `threads` sets PyTorch's
+    intra-op threads, and ONNX Runtime uses as many as PyTorch does (None: PyTorch's default, the cores)."""
+    from engine.onnx_model import OnnxNetwork, export_checkpoint, read_onnx, source_label
+
+    if runtime is None:
+        runtime = "onnx" if is_onnx_file(path) else "torch"
+    if runtime not in RUNTIMES:
+        raise UnknownNameError(f"runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    if is_onnx_file(path):
+        if runtime == "torch":
+            raise ConfigError(f"--runtime torch needs a PyTorch checkpoint (.pt); {path} is an ONNX model: use --runtime onnx")
+        data, cfg, facts = read_onnx(path)
+        return OnnxNetwork(data, str(path), device, torch.get_num_threads()), cfg, facts
+    model, cfg, state = load_model(path, device)
+    facts = {"threshold": state.get("threshold"), "epoch": state.get("epoch")}
+    if runtime == "torch":
+        return model, cfg, facts
+    log.info("exporting %s to ONNX in memory (export.py writes it once, for reuse)", path)
+    with tempfile.TemporaryDirectory(prefix="onnx-") as scratch:
+        exported = export_checkpoint(model.cpu(), cfg, Path(scratch) / "model.onnx", facts["threshold"], facts["epoch"], source_label(path))
+        data = exported.read_bytes()
+    return OnnxNetwork(data, str(path), device, torch.get_num_threads()), cfg, facts
+
+
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], checkpoint: str | Path) -> None:
     """Load a checkpoint's weights into the model its config describes; a mismatch (an edited config,
     another project's file) is a CheckpointError naming the file and the first differing keys."""
@@ -118,7 +167,7 @@ Predictor = Callable[[dict], tuple["torch.Tensor | None", torch.Tensor]]  # batc
 
 
 def model_predictor(
-    model: nn.Module,
+    model: nn.Module | OnnxNetwork,
     device: torch.device,
     amp: str = "off",
     channels_last: bool = False,
@@ -126,21 +175,28 @@ def model_predictor(
     tile: int = 0,
     overlap: int = 0,
 ) -> Predictor:
-    """A predictor for `score_loader`: the model in eval mode, optionally averaged with its mirror image.
+    """A predictor for `score_loader`: the model (a PyTorch module in eval mode, or an ONNX Runtime
+    session: probabilities only, logits None, so no loss), optionally averaged with its mirror image.
     With `tile` > 0, images larger than tile x tile are read in overlapping windows (engine/tiling.py)
-    and only probabilities come back (logits None: no loss)."""
+    and only probabilities come back."""
     if tta not in TTA_MODES:
         raise UnknownNameError(f"tta {tta!r}; valid: {', '.join(TTA_MODES)}")
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
+    else:
+        channels_last = False  # ONNX Runtime takes contiguous NCHW arrays: a channels-last copy would only be undone
 
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if not isinstance(model, nn.Module):
+            return None, model(x)
         with autocast(device, amp):
             logits = model(x).float()
-        probs = torch.sigmoid(logits)[:, 0]
+        return logits, torch.sigmoid(logits)[:, 0]
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        logits, probs = run(x)
         if tta == "hflip":
-            with autocast(device, amp):
-                mirrored = model(x.flip(-1)).float()
-            probs = (probs + torch.sigmoid(mirrored)[:, 0].flip(-1)) / 2
+            probs = (probs + run(x.flip(-1))[1].flip(-1)) / 2
         return logits, probs
 
     @torch.no_grad()

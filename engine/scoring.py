@@ -9,12 +9,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from config import Config, ConfigError, config_to_dict, load_config
 from data.dataset import WrinkleDataset, build_dataset, make_loader
 from data.image_io import write_png
 from engine.fileio import atomic_write, write_bytes_atomic, write_text_atomic
-from engine.inference import Predictor, inference_amp, load_model, model_predictor, resolve_device, resolve_threshold, score_loader
+from engine.inference import (
+    Predictor,
+    inference_amp,
+    load_model,
+    load_network,
+    model_predictor,
+    resolve_device,
+    resolve_threshold,
+    score_loader,
+)
 from engine.output_folder import OutputFolder
 from engine.pictures import overlay, plot_curves
 from engine.ridge_baseline import RidgeBaseline
@@ -104,12 +114,15 @@ def evaluate_checkpoint(
     tta: str = "none",
     save_probs: bool = False,
     overwrite: bool = False,
+    runtime: str | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """Score `checkpoint` on `split` of the data its config (or `config_path` + overrides) describes;
-    `save_probs` also writes each image's scored pixels to OUTPUT/probs/ (see `saving_predictor`).
-    `output_dir` follows `OutputFolder`'s rules (`overwrite`)."""
+    """Score `checkpoint` (a .pt, or an export.py .onnx; `runtime`, `threads`: see `load_network`) on
+    `split` of the data its config (or `config_path` + overrides) describes; `save_probs` also writes
+    each image's scored pixels to OUTPUT/probs/ (see `saving_predictor`). `output_dir` follows
+    `OutputFolder`'s rules (`overwrite`)."""
     device = resolve_device("auto")
-    model, ckpt_cfg, state = load_model(checkpoint, device)
+    model, ckpt_cfg, state = load_network(checkpoint, device, runtime, threads)
     # The network is the checkpoint's, and so is what it takes (model.input: the texture channel or not):
     # a training config's model section (config.yaml's, say) describes another model and is not used.
     cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg), keep=("model",))
@@ -130,6 +143,7 @@ def evaluate_checkpoint(
         "threshold": used_threshold,
         **_describe_data(cfg, split, dataset),
         "model": f"checkpoint {Path(checkpoint).resolve()}",
+        "runtime": "torch" if isinstance(model, nn.Module) else f"onnxruntime {'/'.join(model.providers)}",
         "checkpoint_epoch": state.get("epoch"),
         "tta": tta,
         "tiles": f"{cfg.eval.tile} px windows, {cfg.eval.overlap} px overlap" if cfg.eval.tile else "off",

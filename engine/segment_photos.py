@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from config import Config, FaceConfig
+from config import Config, ConfigError, FaceConfig, apply_overrides, config_from_dict, config_to_dict
 from data.image_io import ImageReadError, read_rgb, read_rgb_with_face_mask
 from data.texture import texture_map
 from engine.cli import InputError, input_status, list_inputs, write_batch
 from engine.errors import OutputError
-from engine.inference import inference_amp, load_model, model_predictor, resolve_device, resolve_threshold
+from engine.inference import inference_amp, load_network, model_predictor, resolve_device, resolve_threshold
 from engine.output_folder import OutputFolder
 from engine.pictures import draw_region_outlines, overlay
 from face.crop import FaceCrop, FaceCropper, FaceNotUsable, load_mask_crop
@@ -76,6 +76,12 @@ def predict_folder(
     face_overrides: dict[str, str] | None = None,
     overwrite: bool = False,
     recursive: bool = False,
+    runtime: str | None = None,
+    threads: int | None = None,
+    tta: str = "none",
+    size: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
 ) -> list[dict]:
     """Segment every image in `input_dir`; returns the summary rows (one per input file).
 
@@ -86,6 +92,11 @@ def predict_folder(
     `output_dir` follows `OutputFolder`'s rules (`overwrite`); `recursive` also reads sub-folders, whose
     layout the outputs repeat. After every batch summary.csv lists exactly the photos whose files are
     written, so a run stopped by a full disk leaves a consistent folder.
+
+    `checkpoint` is a .pt or an export.py .onnx (`runtime`, `threads`: see `load_network`). `size` is the
+    face crop's resolution (default: the training resolution); `tile` > 0 reads crops larger than it in
+    overlapping windows `overlap` px apart (default: the config's eval.tile / eval.overlap); `tta` hflip
+    averages with the mirrored prediction.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
@@ -93,11 +104,12 @@ def predict_folder(
         raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
     files = list_inputs(input_dir, recursive)
     device = resolve_device("auto")
-    model, cfg, state = load_model(checkpoint, device)
+    model, cfg, facts = load_network(checkpoint, device, runtime, threads)
     face = face_settings(cfg.face, face_overrides or {})
-    predictor = model_predictor(model, device, inference_amp(cfg.train.amp, device), cfg.train.channels_last)
-    used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg, checkpoint)
-    size = cfg.data.image_size
+    size, tile, overlap = prediction_scale(cfg, size, tile, overlap)
+    amp = inference_amp(cfg.train.amp, device)
+    predictor = model_predictor(model, device, amp, cfg.train.channels_last, tta, tile, overlap)
+    used_threshold = resolve_threshold(threshold, facts["threshold"], cfg, checkpoint)
     cropper = None
     if face_mask_dir is None:
         if face.skin == "none" and cfg.data.zero_non_skin:
@@ -130,6 +142,24 @@ def predict_folder(
     return [rows[p] for p in files]
 
 
+def prediction_scale(cfg: Config, size: int | None, tile: int | None, overlap: int | None) -> tuple[int, int, int]:
+    """(face crop size, tile, overlap) from the options, the config's data.image_size and eval.tile /
+    eval.overlap filling in those not given, checked like the config's own keys."""
+    size = cfg.data.image_size if size is None else size
+    if size < 32:
+        raise ConfigError(f"--size must be at least 32 px, got {size}")
+    # The options are the config's eval.tile / eval.overlap, so the config's rules check them (one-line errors).
+    settings = [f"eval.{key}={value}" for key, value in (("tile", tile), ("overlap", overlap)) if value is not None]
+    checked = config_from_dict(apply_overrides(config_to_dict(cfg), settings)).eval
+    if tile is not None and tile >= size:  # asked for; the config's own eval.tile may exceed a small crop
+        raise ConfigError(
+            f"--tile {tile} is not below the face size ({size} px): nothing to tile; pass --size above it (e.g. --size {2 * tile})"
+        )
+    if size != cfg.data.image_size:
+        log.info("faces cropped at %d px (the model was trained at %d px)", size, cfg.data.image_size)
+    return size, checked.tile, checked.overlap
+
+
 def prepare_photo(path: Path, name: str, row: dict, cropper: FaceCropper | None, face_mask_dir: Path | None, size: int) -> Prepared | None:
     """The photo's model input (its face crop, or the image with its given skin mask); None, with the
     reason in `row`, when it is unreadable or has no usable face."""
@@ -147,6 +177,37 @@ def prepare_photo(path: Path, name: str, row: dict, cropper: FaceCropper | None,
         row.update(status=err.status, n_faces=err.n_faces, message=str(err))
         log.warning("%s: %s", path.name, err)
     return None
+
+
+def calibration_inputs(
+    cfg: Config,
+    input_dir: str | Path,
+    face_mask_dir: str | Path | None = None,
+    face_overrides: dict[str, str] | None = None,
+    limit: int = 64,
+) -> list[np.ndarray]:
+    """Up to `limit` faces of `input_dir` as prediction feeds them to the model (the same crop, skin mask,
+    texture channel and scaling): float32 1 x C x S x S arrays in [0, 1], for int8 calibration. Files
+    that give no face are skipped with a warning, as predict.py skips them."""
+    input_dir = Path(input_dir)
+    face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
+    if face_mask_dir is not None and not face_mask_dir.is_dir():
+        raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
+    size = cfg.data.image_size
+    cropper = FaceCropper(face_settings(cfg.face, face_overrides or {}), size, "cpu") if face_mask_dir is None else None
+    inputs: list[np.ndarray] = []
+    names: dict[str, Path] = {}
+    for path in list_inputs(input_dir):
+        name, problem = input_status(path, input_dir, names)
+        item = None if problem is not None else prepare_photo(path, name, {}, cropper, face_mask_dir, size)
+        if item is not None:
+            names[name] = path
+            face = model_input(item.crop, cfg.data.zero_non_skin, cfg.model.input == "rgb_texture")
+            inputs.append((face.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32))
+        if len(inputs) == limit:
+            break
+    log.info("%d calibration faces from %s", len(inputs), input_dir)
+    return inputs
 
 
 def model_input(crop: FaceCrop, zero_non_skin: bool, texture: bool) -> np.ndarray:

@@ -7,8 +7,9 @@ small positive floor over `overlap` pixels at each edge, and the weighted sum is
 weights: seams fade over the overlap, and a pixel covered by one window only keeps that window's value.
 
 Memory is bounded by the tile, not the image: the model sees at most max(`tiles_per_batch`, N) windows
-at a time (each C x tile x tile), and the only image-sized buffers are the two float32 accumulators
-(N x H x W and H x W).
+at a time (each C x tile x tile; one window per image by default: four 512 px windows at once would
+hold as many pixels as a whole 1024 px face), and the only image-sized buffers are the two float32
+accumulators (N x H x W and H x W).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def blend_weight(tile: int, overlap: int, device: torch.device | None = None) ->
 
 
 def tiled_probabilities(
-    predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int, tiles_per_batch: int = 4
+    predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int, tiles_per_batch: int = 1
 ) -> torch.Tensor:
     """N x H x W probabilities of the N x C x H x W input `x`, from `predict` (N' x C x tile x tile ->
     N' x tile x tile probabilities) run on overlapping windows; `x` itself when it fits one window."""

@@ -167,7 +167,7 @@ def shared_data_or_none():
     return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py", "face_parsing_extraction.py"])
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py", "face_parsing_extraction.py", "export.py"])
 def test_help_works_without_data(script, tmp_path, cli_env):
     result = run([str(PROJECT_ROOT / script), "--help"], tmp_path, cli_env)
     assert "usage" in result.stdout.lower()

@@ -67,9 +67,11 @@ def test_memory_stays_bounded_by_the_tile_for_an_image_four_times_as_large():
         return crops.mean(1)
 
     x = torch.rand(1, 3, 128, 128)  # 4 x the 32 px tile on each side
-    tiled_probabilities(spy, x, 32, 8, tiles_per_batch=4)
-    assert max(shape[0] for shape in seen) <= 4 and all(shape[2:] == (32, 32) for shape in seen)
-    assert sum(shape[0] for shape in seen) == len(tile_origins(128, 32, 8)) ** 2  # each window once
+    for per_batch, most in ((None, 1), (4, 4)):  # by default one window per image at a time
+        seen.clear()
+        tiled_probabilities(spy, x, 32, 8, **({} if per_batch is None else {"tiles_per_batch": per_batch}))
+        assert max(shape[0] for shape in seen) == most and all(shape[2:] == (32, 32) for shape in seen)
+        assert sum(shape[0] for shape in seen) == len(tile_origins(128, 32, 8)) ** 2  # each window once
 
 
 def test_the_model_predictor_tiles_large_images_with_tta():
