@@ -189,7 +189,10 @@ def test_predict_reads_larger_crops_in_tiles_with_either_runtime_and_tta(trained
 
     import predict as predict_cli
 
-    assert run_cli(predict_cli.main, ["--checkpoint", str(checkpoint), "--input", str(photos), "--output", str(work / "x"), "--tile", "64"]) == 1
+    assert (
+        run_cli(predict_cli.main, ["--checkpoint", str(checkpoint), "--input", str(photos), "--output", str(work / "x"), "--tile", "64"])
+        == 1
+    )
 
 
 def foreign_onnx(path):
