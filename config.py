@@ -287,6 +287,12 @@ class Config(_Section):
     @model_validator(mode="after")
     def _rules(self) -> Config:
         self._task_rules()
+        self._check(
+            self.model.arch != "swin_unetr" or self.eval.tile % 1024 == 0,
+            "",
+            f"eval.tile: swin_unetr pads every input to a multiple of 1024 px, so a {self.eval.tile} px window would cost a "
+            "whole 1024 px pass; use eval.tile=0 (off) or a multiple of 1024",
+        )
         side, name = (self.data.patch_size, "data.patch_size") if self.data.patch_size else (self.data.image_size, "data.image_size")
         return self._check(
             self.train.batch_size > 1 or side > 32,

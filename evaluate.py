@@ -51,8 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.checkpoint and not args.baseline:
         parser.error("--checkpoint is required (or --baseline ridge with --config)")
-    if args.save_probs and args.baseline:
-        parser.error("--save-probs is for checkpoints")
+    if args.baseline:
+        model_only = [f"--{key.replace('_', '-')}" for key in ("save_probs", "runtime", "threads") if getattr(args, key)]
+        model_only += ["--tta"] if args.tta != "none" else []
+        if model_only:
+            parser.error(f"{', '.join(model_only)}: for a checkpoint's model, not --baseline")
     return args
 
 

@@ -11,9 +11,9 @@ Exactly two JSON lines on stdout (logs on stderr):
    - PyTorch eager, float32, NCHW, no_grad;
    - PyTorch eager, float32, channels-last (model and input);
    - ONNX Runtime fp32: engine.onnx_model.export_checkpoint's file in an OnnxNetwork session;
-   - ONNX Runtime int8: the same export, static QDQ int8 calibrated on --calibration-faces real faces.
+   - ONNX Runtime int8: the same export, static QDQ int8 calibrated on --calibration-faces faces.
    PyTorch runs on --threads intra-op threads (default torch.get_num_threads(), the cores), ONNX
-   Runtime on as many. The input is a real face: the calibration faces are quickstart synthetic face
+   Runtime on as many. The input is a face, not noise: the calibration faces are quickstart synthetic face
    images of the TRAIN split (data_cache/synthetic-quickstart, split as data/splits.py defines it from
    the checkpoint's config), prepared by engine.segment_photos.calibration_inputs exactly as predict.py
    --face-masks prepares them (padded to a square, resized to --size, zeroed off skin: config.yaml's

@@ -37,14 +37,14 @@ class InputError(WrinkleError):
     """An input folder that cannot be processed as a whole (missing, or no image files in it)."""
 
 
-def list_inputs(input_dir: Path, recursive: bool = False) -> list[Path]:
+def list_inputs(input_dir: Path, recursive: bool = False, option: str = "--input") -> list[Path]:
     """Every visible non-folder entry in `input_dir` (with `recursive`, in its sub-folders too), sorted;
     broken links included, so batch CLIs give each a status row (see `input_problem`). A folder with
-    no image file in it is an error that says so."""
+    no image file in it is an error that says so, naming the command's `option`."""
     from data.image_io import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES
 
     if not input_dir.is_dir():
-        raise InputError(f"--input: not a folder: {input_dir}")
+        raise InputError(f"{option}: not a folder: {input_dir}")
     entries = []
     for folder, dirs, files in os.walk(input_dir, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
@@ -55,7 +55,7 @@ def list_inputs(input_dir: Path, recursive: bool = False) -> list[Path]:
         subfolders = [p for p in input_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
         where = "in it or its sub-folders" if recursive else "directly in it"
         hint = f"; its {len(subfolders)} sub-folders are not searched unless --recursive is given" if subfolders and not recursive else ""
-        raise InputError(f"--input {input_dir}: no image files ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) {where}{hint}")
+        raise InputError(f"{option} {input_dir}: no image files ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) {where}{hint}")
     return entries
 
 

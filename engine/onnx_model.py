@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -53,10 +54,12 @@ class WrinkleProbability(nn.Module):
 
 def onnx_metadata(cfg: Config, threshold: float | None, epoch: int | None, source: str, precision: str) -> dict[str, str]:
     """The metadata export.py writes: the resolved config (what loading reads) and its facts, as strings."""
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1):
+        raise CheckpointError(f"{source}: its stored threshold {threshold!r} is not a probability in (0, 1)")
     return {
         KEY + "format": FORMAT,
         KEY + "config": json.dumps(config_to_dict(cfg), sort_keys=True),
-        KEY + "threshold": "" if threshold is None else repr(float(threshold)),
+        KEY + "threshold": "" if threshold is None else repr(threshold),
         KEY + "epoch": "" if epoch is None else str(epoch),
         KEY + "source": source,
         KEY + "precision": precision,
@@ -89,7 +92,7 @@ def export_checkpoint(
         if calibration is not None:
             graph = Path(scratch) / "int8.onnx"
             quantize_int8(fp32, graph, calibration, Path(scratch))
-        precision = "fp32" if calibration is None else "int8"
+        precision = "fp32" if calibration is None else f"int8 (calibrated on {len(calibration)} faces at {calibration[0].shape[-1]} px)"
         write_with_metadata(graph, output, onnx_metadata(cfg, threshold, epoch, source, precision))
     return output
 
@@ -152,8 +155,6 @@ def quantize_int8(fp32: Path, output: Path, calibration: list[np.ndarray], scrat
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if not calibration:
-        raise ConfigError("--calibration: no usable face in the folder; int8 needs at least one")
     prepared = scratch / "prepared.onnx"
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(
@@ -218,6 +219,8 @@ class OnnxNetwork:
             raise CheckpointError(f"{label}: ONNX Runtime cannot load it: {_first_line(err)}") from None
         self.device = device
         self.providers = self.session.get_providers()
+        if providers[0] not in self.providers:  # ONNX Runtime falls back to the CPU quietly (e.g. a cuDNN it cannot load)
+            log.warning("%s: ONNX Runtime could not start %s; running on %s", label, providers[0], ", ".join(self.providers))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME] or len(inputs[0].shape) != 4:
             raise CheckpointError(
@@ -234,7 +237,8 @@ class OnnxNetwork:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
+    """The first line of an exception's message, without terminal colour codes, for a one-line error."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
@@ -286,9 +290,12 @@ def export_file(
     face_mask_dir: str | Path | None = None,
     face_overrides: dict[str, str] | None = None,
     overwrite: bool = False,
+    calibration_size: int | None = None,
+    recursive: bool = False,
 ) -> Path:
-    """export.py: `checkpoint` to `output` (fp32, or int8 calibrated on `calibration_dir`'s faces). An
-    existing `output` is replaced only with `overwrite`, and only when export.py wrote it."""
+    """export.py: `checkpoint` to `output` (fp32, or int8 calibrated on `calibration_dir`'s faces, cropped
+    at `calibration_size`, by default the training resolution). An existing `output` is replaced only
+    with `overwrite`, and only when export.py wrote it."""
     from engine.errors import OutputError
     from engine.inference import load_model
     from engine.segment_photos import calibration_inputs
@@ -304,7 +311,11 @@ def export_file(
     model, cfg, state = load_model(checkpoint, torch.device("cpu"))
     calibration = None
     if calibration_dir is not None:
-        calibration = calibration_inputs(cfg, calibration_dir, face_mask_dir, face_overrides, calibration_limit)
+        calibration = calibration_inputs(
+            cfg, calibration_dir, face_mask_dir, face_overrides, calibration_limit, calibration_size, recursive
+        )
+        if not calibration:
+            raise ConfigError(f"--calibration {calibration_dir}: no usable face (see the warnings above); int8 needs at least one")
     log.info(
         "exporting %s (%s) to %s%s",
         checkpoint,
@@ -315,4 +326,6 @@ def export_file(
     try:
         return export_checkpoint(model, cfg, output, state.get("threshold"), state.get("epoch"), source_label(checkpoint), calibration)
     except torch.onnx.OnnxExporterError as err:
-        raise ExportError(f"{checkpoint}: {cfg.model.arch} does not export to ONNX: {_first_line(err)}") from None
+        # The exporter's own message is a multi-line guide in colour; the reason is the error it wraps.
+        reason = _first_line(err.__cause__ or err)
+        raise ExportError(f"{checkpoint}: {cfg.model.arch} does not export to ONNX: {reason}") from err

@@ -18,6 +18,7 @@ from engine.fileio import atomic_write, write_bytes_atomic, write_text_atomic
 from engine.inference import (
     Predictor,
     inference_amp,
+    is_onnx_file,
     load_model,
     load_network,
     model_predictor,
@@ -122,13 +123,13 @@ def evaluate_checkpoint(
     each image's scored pixels to OUTPUT/probs/ (see `saving_predictor`). `output_dir` follows
     `OutputFolder`'s rules (`overwrite`)."""
     device = resolve_device("auto")
-    model, ckpt_cfg, state = load_network(checkpoint, device, runtime, threads)
+    model, ckpt_cfg, facts = load_network(checkpoint, device, runtime, threads)
     # The network is the checkpoint's, and so is what it takes (model.input: the texture channel or not):
     # a training config's model section (config.yaml's, say) describes another model and is not used.
     cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg), keep=("model",))
     if cfg.data.image_size != ckpt_cfg.data.image_size:
         log.warning("evaluating at %d px; the model was trained at %d px", cfg.data.image_size, ckpt_cfg.data.image_size)
-    used_threshold = resolve_threshold(threshold, state.get("threshold"), cfg, checkpoint)
+    used_threshold = resolve_threshold(threshold, facts["threshold"], cfg, checkpoint)
     output = OutputFolder(output_dir, "evaluate.py", overwrite=overwrite)
     dataset = build_dataset(cfg, split, training=False)
     loader = make_loader(dataset, cfg.eval.batch_size, False, cfg.data.num_workers, cfg.experiment.seed)
@@ -144,10 +145,12 @@ def evaluate_checkpoint(
         **_describe_data(cfg, split, dataset),
         "model": f"checkpoint {Path(checkpoint).resolve()}",
         "runtime": "torch" if isinstance(model, nn.Module) else f"onnxruntime {'/'.join(model.providers)}",
-        "checkpoint_epoch": state.get("epoch"),
+        "checkpoint_epoch": facts["epoch"],
         "tta": tta,
         "tiles": f"{cfg.eval.tile} px windows, {cfg.eval.overlap} px overlap" if cfg.eval.tile else "off",
     }
+    if "precision" in facts:  # an export.py file: what it holds and where it came from
+        report.update(onnx_precision=facts["precision"], onnx_source=facts["source"])
     return _write_report(output, report, meter, dataset, predictor, cfg)
 
 
@@ -161,7 +164,12 @@ def evaluate_baseline(
 ) -> dict:
     """Score the ridge baseline on `split`, its threshold chosen on the validation split (best pooled F1)."""
     if checkpoint is not None:
-        _, ckpt_cfg, _ = load_model(checkpoint, resolve_device("cpu"))
+        if is_onnx_file(checkpoint):  # only the data it names is wanted: its config, not a session
+            from engine.onnx_model import read_onnx
+
+            ckpt_cfg = read_onnx(checkpoint)[1]
+        else:
+            ckpt_cfg = load_model(checkpoint, resolve_device("cpu"))[1]
         cfg = load_config(config_path, overrides or [], base=config_to_dict(ckpt_cfg))
     elif config_path is not None:
         cfg = load_config(config_path, overrides or [])

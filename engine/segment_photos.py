@@ -185,19 +185,22 @@ def calibration_inputs(
     face_mask_dir: str | Path | None = None,
     face_overrides: dict[str, str] | None = None,
     limit: int = 64,
+    size: int | None = None,
+    recursive: bool = False,
 ) -> list[np.ndarray]:
-    """Up to `limit` faces of `input_dir` as prediction feeds them to the model (the same crop, skin mask,
-    texture channel and scaling): float32 1 x C x S x S arrays in [0, 1], for int8 calibration. Files
-    that give no face are skipped with a warning, as predict.py skips them."""
+    """Up to `limit` faces of `input_dir` (with `recursive`, its sub-folders too) as prediction feeds them
+    to the model (the same crop, skin mask, texture channel and scaling; cropped at `size`, by default
+    the training resolution): float32 1 x C x S x S arrays in [0, 1], for int8 calibration. Files that
+    give no face are skipped with a warning, as predict.py skips them."""
     input_dir = Path(input_dir)
     face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
     if face_mask_dir is not None and not face_mask_dir.is_dir():
         raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
-    size = cfg.data.image_size
+    size = cfg.data.image_size if size is None else size
     cropper = FaceCropper(face_settings(cfg.face, face_overrides or {}), size, "cpu") if face_mask_dir is None else None
     inputs: list[np.ndarray] = []
     names: dict[str, Path] = {}
-    for path in list_inputs(input_dir):
+    for path in list_inputs(input_dir, recursive, option="--calibration"):
         name, problem = input_status(path, input_dir, names)
         item = None if problem is not None else prepare_photo(path, name, {}, cropper, face_mask_dir, size)
         if item is not None:

@@ -91,6 +91,16 @@ def test_the_model_predictor_tiles_large_images_with_tta():
     [
         (["eval.tile=16"], "eval.tile: 0 \\(off\\) or at least 32"),
         (["eval.tile=64", "eval.overlap=64"], "eval.overlap: must be below eval.tile"),
+        (
+            [
+                "model.arch=swin_unetr",
+                "model.input=rgb_texture",
+                "model.encoder_weights=null",
+                "model.freeze_encoder=none",
+                "eval.tile=512",
+            ],
+            "eval.tile: swin_unetr pads every input to a multiple of 1024 px",
+        ),
     ],
 )
 def test_tile_settings_are_checked(overrides, match):

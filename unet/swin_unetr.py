@@ -227,7 +227,7 @@ def _mean_of_rows(x: torch.Tensor) -> torch.Tensor:
 class InstanceNorm(nn.InstanceNorm2d):
     """Instance norm without affine. Exported (export.py), it is written out as means of row means:
     ONNX Runtime's one-pass float32 mean over a 1024 x 1024 map is off by ~1e-3, which the tiny variance
-    of a mostly padded map turns into output errors of ~0.1."""
+    of a mostly padded map turns into errors of 0.13 in the normalized map and 0.02 in the probability."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_exporting():
