@@ -58,4 +58,5 @@ print(f"predictions:  {run / 'predictions'}  (masks/, overlays/, summary.csv)")
 photo = next(csv.DictReader(open(run / "photo_predictions" / "summary.csv")))
 print(f"real photo:   {run / 'photo_predictions'}  {photo['file']}: {photo['status']}, wrinkles {photo['wrinkle_percent_of_skin']} % of skin "
       f"(forehead {photo['forehead_percent']}, glabella {photo['glabella_percent']}, periorbital {photo['periorbital_percent']}, cheeks {photo['cheeks_percent']})")
+print(f"demo:         python app.py --checkpoint {run / 'checkpoints' / 'best.pt'} --align ffhq --skin mesh   (then open http://127.0.0.1:7860)")
 PY

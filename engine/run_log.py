@@ -1,4 +1,4 @@
-"""Run logging: a local metrics.csv always, Weights & Biases when configured."""
+"""Run logging: a local metrics.csv and its plots (curves.png) always, Weights & Biases when configured."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import OutputError, describe_os_error
+from engine.fileio import write_bytes_atomic
+from engine.pictures import plot_training_curves
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,12 @@ def wandb_mode(configured: str) -> str:
     return mode
 
 
+CURVES_FILE = "curves.png"  # beside metrics.csv: losses, validation scores and learning rate against epoch
+
+
 class RunLog:
-    """Appends one row per epoch to metrics.csv and mirrors rows (and step losses) to W&B."""
+    """Appends one row per epoch to metrics.csv, plots its rows to curves.png, and mirrors rows (and step
+    losses) to W&B."""
 
     def __init__(
         self,
@@ -60,7 +66,10 @@ class RunLog:
         columns: list[str] = EPOCH_COLUMNS,
     ):
         self.csv_path = Path(run_dir) / "metrics.csv"
+        self.curves_path = self.csv_path.with_name(CURVES_FILE)
         self.columns = columns
+        if self.csv_path.is_file():  # a resumed run: its metrics.csv, cut back to its epoch, pictured now
+            self.write_curves()
         self.wandb_run = None
         mode = wandb_mode(wandb)
         if mode != "disabled":
@@ -100,8 +109,19 @@ class RunLog:
                 writer.writerow({k: row.get(k, "") for k in self.columns})
         except OSError as err:  # a write() error carries no file name: name it
             raise OutputError(f"cannot write {describe_os_error(err, self.csv_path)}") from err
+        self.write_curves()
         if self.wandb_run is not None:
             self.wandb_run.log(row, step=step)
+
+    def write_curves(self) -> None:
+        """(Re)write curves.png, atomically, from every row metrics.csv holds: a resumed run's earlier
+        epochs too. A full disk is an OutputError, as for metrics.csv."""
+        try:
+            with open(self.csv_path, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except OSError as err:
+            raise OutputError(f"cannot read back {describe_os_error(err, self.csv_path)}") from err
+        write_bytes_atomic(self.curves_path, plot_training_curves(rows))
 
     def log_images(self, step: int, images: dict[str, Any]) -> None:
         if self.wandb_run is not None:

@@ -65,6 +65,62 @@ def percent(part: np.ndarray, whole: np.ndarray) -> float | str:
     return round(100.0 * int((part & whole).sum()) / total, 4) if total else ""
 
 
+class PhotoSegmenter:
+    """A checkpoint (.pt, or an export.py .onnx) ready to segment photos as predict.py does: faces prepared
+    as its training faces were (its `face` config; `face_overrides` replaces some keys, with a warning),
+    segmented at `size` (default: the training resolution; `tile` / `overlap` read larger crops in
+    windows; `tta` hflip averages with the mirror image) and mapped back onto the photo. With
+    `face_mask_dir` (skin masks named like the images) no face is detected: the images are taken as they
+    are, with those masks as skin. predict.py and the demo (app.py) both use it."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        threshold: str | float | None = "auto",
+        face_mask_dir: str | Path | None = None,
+        face_overrides: dict[str, str] | None = None,
+        runtime: str | None = None,
+        threads: int | None = None,
+        tta: str = "none",
+        size: int | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+    ):
+        self.face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
+        if self.face_mask_dir is not None and not self.face_mask_dir.is_dir():
+            raise InputError(f"--face-masks: not a folder: {self.face_mask_dir}")
+        device = resolve_device("auto")
+        model, self.cfg, facts = load_network(checkpoint, device, runtime, threads)
+        self.face = face_settings(self.cfg.face, face_overrides or {})
+        self.size, tile, overlap = prediction_scale(self.cfg, size, tile, overlap)
+        amp = inference_amp(self.cfg.train.amp, device)
+        self.predictor = model_predictor(model, device, amp, self.cfg.train.channels_last, tta, tile, overlap)
+        self.threshold = resolve_threshold(threshold, facts["threshold"], self.cfg, checkpoint)
+        self.cropper = None
+        if self.face_mask_dir is None:
+            if self.face.skin == "none" and self.cfg.data.zero_non_skin:
+                log.warning(
+                    "this model was trained on skin-masked faces; with face.skin none the whole photo counts as skin and hair, eyes or background may be marked"
+                )
+            self.cropper = FaceCropper(self.face, self.size, str(device))
+
+    def prepare(self, path: Path, name: str, row: dict) -> Prepared | None:
+        """The photo's face crop (see `prepare_photo`); None, with the reason in `row`, when it has none."""
+        return prepare_photo(path, name, row, self.cropper, self.face_mask_dir, self.size)
+
+    def probabilities(self, pending: list[Prepared]) -> list[np.ndarray]:
+        """Each prepared face's wrinkle probabilities (crop size), from one batched forward pass."""
+        if not pending:
+            return []
+        return list(self.predictor({"image": model_batch(pending, self.cfg)})[1].float().cpu().numpy())
+
+    def segment(self, pending: list[Prepared], save_probs: bool = False) -> dict[Path, tuple[dict[str, np.ndarray], dict]]:
+        """Each prepared photo's output images and summary figures (see `segment_result`)."""
+        return {
+            item.path: segment_result(item, prob, self.threshold, save_probs) for item, prob in zip(pending, self.probabilities(pending))
+        }
+
+
 def predict_folder(
     checkpoint: str | Path,
     input_dir: str | Path,
@@ -83,61 +139,36 @@ def predict_folder(
     tile: int | None = None,
     overlap: int | None = None,
 ) -> list[dict]:
-    """Segment every image in `input_dir`; returns the summary rows (one per input file).
-
-    Each photo is prepared as the checkpoint's training faces were (its `face` config: alignment,
-    skin mask; `face_overrides` replaces some of its keys, with a warning), segmented at the
-    training resolution and mapped back onto the photo. With `face_mask_dir` (skin masks named
-    like the images) no face is detected: the images are taken as they are, with those masks as skin.
-    `output_dir` follows `OutputFolder`'s rules (`overwrite`); `recursive` also reads sub-folders, whose
-    layout the outputs repeat. After every batch summary.csv lists exactly the photos whose files are
-    written, so a run stopped by a full disk leaves a consistent folder.
-
-    `checkpoint` is a .pt or an export.py .onnx (`runtime`, `threads`: see `load_network`). `size` is the
-    face crop's resolution (default: the training resolution); `tile` > 0 reads crops larger than it in
-    overlapping windows `overlap` px apart (default: the config's eval.tile / eval.overlap); `tta` hflip
-    averages with the mirrored prediction.
+    """Segment every image in `input_dir` with a `PhotoSegmenter` (which the other options configure);
+    returns the summary rows (one per input file). `output_dir` follows `OutputFolder`'s rules
+    (`overwrite`); `recursive` also reads sub-folders, whose layout the outputs repeat. After every
+    batch summary.csv lists exactly the photos whose files are written, so a run stopped by a full disk
+    leaves a consistent folder.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
-    if face_mask_dir is not None and not face_mask_dir.is_dir():
-        raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
     files = list_inputs(input_dir, recursive)
-    device = resolve_device("auto")
-    model, cfg, facts = load_network(checkpoint, device, runtime, threads)
-    face = face_settings(cfg.face, face_overrides or {})
-    size, tile, overlap = prediction_scale(cfg, size, tile, overlap)
-    amp = inference_amp(cfg.train.amp, device)
-    predictor = model_predictor(model, device, amp, cfg.train.channels_last, tta, tile, overlap)
-    used_threshold = resolve_threshold(threshold, facts["threshold"], cfg, checkpoint)
-    cropper = None
-    if face_mask_dir is None:
-        if face.skin == "none" and cfg.data.zero_non_skin:
-            log.warning(
-                "this model was trained on skin-masked faces; with face.skin none the whole photo counts as skin and hair, eyes or background may be marked"
-            )
-        cropper = FaceCropper(face, size, str(device))
-    inputs = [input_dir] + ([face_mask_dir] if face_mask_dir is not None else [])
+    segmenter = PhotoSegmenter(checkpoint, threshold, face_mask_dir, face_overrides, runtime, threads, tta, size, tile, overlap)
+    inputs = [input_dir] + ([segmenter.face_mask_dir] if segmenter.face_mask_dir is not None else [])
     output = OutputFolder(output_dir, "predict.py", overwrite=overwrite, inputs=inputs)
 
     rows: dict[Path, dict] = {}
     pending: list[Prepared] = []
     names: dict[str, Path] = {}
     for path in tqdm(files, desc="predict", unit="file", dynamic_ncols=True):
-        row = rows.setdefault(path, {"file": path.relative_to(input_dir).as_posix(), "threshold": round(used_threshold, 4)})
+        row = rows.setdefault(path, {"file": path.relative_to(input_dir).as_posix(), "threshold": round(segmenter.threshold, 4)})
         name, problem = input_status(path, input_dir, names)
         if problem is not None:
             row.update(status=problem[0], message=problem[1])
             continue
-        item = prepare_photo(path, name, row, cropper, face_mask_dir, size)
+        item = segmenter.prepare(path, name, row)
         if item is not None:
             names[name] = path
             pending.append(item)
         if len(pending) >= batch_size:
-            write_results(output, segment_batch(pending, predictor, cfg, used_threshold, save_probs), rows, files)
+            write_results(output, segmenter.segment(pending, save_probs), rows, files)
             pending.clear()
     # The last photos, and the final summary.csv with every file's row.
-    write_results(output, segment_batch(pending, predictor, cfg, used_threshold, save_probs), rows, files)
+    write_results(output, segmenter.segment(pending, save_probs), rows, files)
     output.finish()
     return [rows[p] for p in files]
 
@@ -220,15 +251,10 @@ def model_input(crop: FaceCrop, zero_non_skin: bool, texture: bool) -> np.ndarra
     return np.dstack([image, texture_map(crop.image, crop.skin)]) if texture else image
 
 
-def segment_batch(
-    pending: list[Prepared], predictor, cfg: Config, threshold: float, save_probs: bool
-) -> dict[Path, tuple[dict[str, np.ndarray], dict]]:
-    """Each prepared photo's output images and summary figures, from one batched forward pass."""
-    if not pending:
-        return {}
+def model_batch(pending: list[Prepared], cfg: Config) -> torch.Tensor:
+    """uint8 N x C x S x S: the prepared faces as the model takes them (`model_input`), batched."""
     inputs = [model_input(p.crop, cfg.data.zero_non_skin, cfg.model.input == "rgb_texture") for p in pending]
-    probs = predictor({"image": torch.from_numpy(np.stack(inputs).transpose(0, 3, 1, 2).copy())})[1].float().cpu().numpy()
-    return {item.path: segment_result(item, prob, threshold, save_probs) for item, prob in zip(pending, probs)}
+    return torch.from_numpy(np.stack(inputs).transpose(0, 3, 1, 2).copy())
 
 
 def segment_result(item: Prepared, prob: np.ndarray, threshold: float, save_probs: bool) -> tuple[dict[str, np.ndarray], dict]:

@@ -30,6 +30,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Restore PyTorch's thread count after each test: a CLI run in-process with --threads sets it for the
+    whole process, and a later in-process training would then compute otherwise than its subprocess twin."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def cli_env() -> dict[str, str]:
     """Environment for running the CLIs in a subprocess from the project root."""

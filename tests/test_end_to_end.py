@@ -81,6 +81,7 @@ def test_train_writes_the_run_folder_contract(trained_run):
     assert saved["train"]["epochs"] == 2 and saved["data"]["image_size"] == 64
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert cv2.imread(str(run_dir / "curves.png")).shape == (360, 1200, 3)  # the plots of metrics.csv beside it
     for column in ("train_loss", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall", "val_auc", "lr"):
         assert all(np.isfinite(float(r[column])) for r in rows), column
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
@@ -167,7 +168,7 @@ def shared_data_or_none():
     return SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py", "face_parsing_extraction.py", "export.py"])
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py", "face_parsing_extraction.py", "export.py", "app.py"])
 def test_help_works_without_data(script, tmp_path, cli_env):
     result = run([str(PROJECT_ROOT / script), "--help"], tmp_path, cli_env)
     assert "usage" in result.stdout.lower()

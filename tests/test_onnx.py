@@ -139,22 +139,16 @@ def test_evaluate_scores_the_same_with_onnx_runtime(trained):
 def test_int8_calibration_faces_are_what_prediction_feeds_the_model(trained):
     """Calibration prepares faces as predict.py does, for a texture-input model with skin-zeroed RGB and
     given skin masks, at a --size other than the training one: the same arrays, bit for bit."""
-    from engine.segment_photos import calibration_inputs, read_with_face_mask, segment_batch
+    from engine.segment_photos import calibration_inputs, model_batch, read_with_face_mask
 
     work, _ = trained
     cfg = load_config(None, ["model.input=rgb_texture", "data.image_size=48", "data.zero_non_skin=true"])
     images, masks = work / "synthetic" / "images", work / "synthetic" / "face_masks"
     calibration = calibration_inputs(cfg, images, masks, limit=3, size=80)
-    fed = []
-
-    def spy(batch):
-        fed.append(batch["image"])
-        return None, torch.zeros(len(batch["image"]), 80, 80)
-
     pending = [read_with_face_mask(path, masks, 80, path.stem) for path in sorted(images.iterdir())[:3]]
-    segment_batch(pending, spy, cfg, 0.5, False)
+    fed = model_batch(pending, cfg)  # what PhotoSegmenter hands the model (as uint8; to_model_input divides by 255)
     assert [c.shape for c in calibration] == [(1, 4, 80, 80)] * 3 and all(c.dtype == np.float32 for c in calibration)
-    assert torch.equal(torch.from_numpy(np.concatenate(calibration)), fed[0].float() / 255)
+    assert torch.equal(torch.from_numpy(np.concatenate(calibration)), fed.float() / 255)
     assert (calibration[0][0, 3] > 0).any() and (calibration[0][0, :3] == 0).any()  # a texture channel; skin-zeroed RGB
 
 
