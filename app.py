@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import tempfile
 from pathlib import Path
 
-from engine.cli import EXIT_OK, run_cli, setup_logging
+from engine.cli import EXIT_OK, InputError, run_cli, setup_logging
 
 NO_MODEL = """### No model loaded
 
@@ -44,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--runtime", choices=["torch", "onnx"], help="PyTorch or ONNX Runtime (default: by the file)")
     parser.add_argument("--threads", type=int, help="CPU threads for the model (default: the cores)")
+    parser.add_argument("--threshold", default="auto", help="the slider's start: a probability, or 'auto' (the checkpoint's; default)")
     parser.add_argument("--align", choices=["ffhq", "none"], help="override the checkpoint's face.align (as predict.py)")
     parser.add_argument("--skin", choices=["mesh", "bisenet", "none"], help="override the checkpoint's face.skin (as predict.py)")
     parser.add_argument("--bisenet-weights", help="with skin bisenet: path to 79999_iter.pth")
@@ -55,13 +58,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def build_page(segmenter=None):
-    """The Gradio page; with `segmenter` None, the page that says how to get a model."""
+def build_page(segmenter=None, work_dir: Path | None = None):
+    """The Gradio page; with `segmenter` None, the page that says how to get a model. Downloads are
+    written below `work_dir` (default: the system's temporary folder)."""
     import gradio as gr
 
     from engine.demo import TABLE_HEADERS, analyse_photos, render
+    from engine.errors import WrinkleError
 
-    with gr.Blocks(title="Wrinkle segmentation", analytics_enabled=False) as page:
+    # Gradio's copies of uploads and results are deleted after an hour (checked hourly).
+    with gr.Blocks(title="Wrinkle segmentation", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown("# Facial wrinkles\nPhotos are processed on this machine and sent nowhere.")
         if segmenter is None:
             gr.Markdown(NO_MODEL, elem_id="no-model")
@@ -78,8 +84,14 @@ def build_page(segmenter=None):
                 photos = gr.File(label="Photos", file_count="multiple", type="filepath", elem_id="photos")
                 webcam = gr.Image(label="Or the webcam", sources=["webcam"], type="filepath", elem_id="webcam")
                 run = gr.Button("Find wrinkles", variant="primary", elem_id="run")
+                start = segmenter.threshold  # a validation-chosen threshold may lie outside 0.01-0.99
                 threshold = gr.Slider(
-                    0.01, 0.99, value=segmenter.threshold, step=0.0001, label="Threshold (wrinkle probability)", elem_id="threshold"
+                    min(0.01, start),
+                    max(0.99, start),
+                    value=start,
+                    step=0.0001,
+                    label="Threshold (wrinkle probability)",
+                    elem_id="threshold",
                 )
             with gr.Column():
                 overlays = gr.Gallery(label="Wrinkles (red) and regions", elem_id="overlays", columns=2, height="auto")
@@ -88,20 +100,36 @@ def build_page(segmenter=None):
         downloads = gr.File(label="Masks and summary.csv", file_count="multiple", interactive=False, elem_id="downloads")
 
         def show(found, value):
-            shown = render(found, float(value))
+            try:
+                shown = render(found, float(value), work_dir)
+            except WrinkleError as err:  # e.g. a full disk: the page says it in one line
+                raise gr.Error(str(err)) from err
             return shown.overlays, shown.table, shown.downloads, shown.message
 
         def analyse(files, camera, value):
             paths = [Path(f) for f in files or []] + ([Path(camera)] if camera else [])
             if not paths:
                 return [], [], [], [], "Upload a photo (or take one with the webcam) first."
-            found = analyse_photos(segmenter, paths)
+            try:
+                found = analyse_photos(segmenter, paths)
+            except WrinkleError as err:
+                raise gr.Error(str(err)) from err
             return (found, *show(found, value))
 
         outputs = [overlays, table, downloads, message]
-        run.click(analyse, [photos, webcam, threshold], [results, *outputs])
-        threshold.release(show, [results, threshold], outputs)
+        # One at a time: the model, face cropper and ONNX session are shared by every visitor.
+        run.click(analyse, [photos, webcam, threshold], [results, *outputs], concurrency_limit=1, concurrency_id="model")
+        threshold.change(show, [results, threshold], outputs, trigger_mode="always_last", concurrency_limit=1, concurrency_id="model")
     return page
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A one-line error naming --port when another program listens there (Gradio's own says GRADIO_SERVER_PORT)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise InputError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err}); choose another port") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     import gradio as gr
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to itself, one line each
+    check_port_free(args.host, args.port)  # before the model loads: a taken port is a one-line error, at once
     segmenter = None
     if args.checkpoint:
         from engine.segment_photos import PhotoSegmenter
@@ -118,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         face_overrides = {
             key: value for key in ("align", "skin", "bisenet_weights", "mesh_models") if (value := getattr(args, key)) is not None
         }
-        segmenter = PhotoSegmenter(args.checkpoint, face_overrides=face_overrides, runtime=args.runtime, threads=args.threads)
-    page = build_page(segmenter)
+        segmenter = PhotoSegmenter(
+            args.checkpoint, threshold=args.threshold, face_overrides=face_overrides, runtime=args.runtime, threads=args.threads
+        )
+    work_dir = tempfile.TemporaryDirectory(prefix="wrinkle-demo-")  # the downloads; removed when the app stops
+    page = build_page(segmenter, Path(work_dir.name))
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     print(f"http://{args.host}:{args.port}", flush=True)
     page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, theme=theme, footer_links=[], quiet=True)

@@ -45,8 +45,10 @@ class Rendering:
 
 
 def analyse_photos(segmenter: PhotoSegmenter, paths: list[Path]) -> list[PhotoResult]:
-    """Each file's face and probabilities (the model runs once per photo), or its reason for having none."""
+    """Each file's face and probabilities (the model runs once per photo), or its reason for having none.
+    Uploads that share a name (IMG_0001.jpg from two folders) get their outputs named IMG_0001, IMG_0001_2..."""
     results = []
+    taken: set[str] = set()
     for path in paths:
         row = {"file": path.name}
         problem = input_problem(path)
@@ -54,7 +56,12 @@ def analyse_photos(segmenter: PhotoSegmenter, paths: list[Path]) -> list[PhotoRe
             row.update(status=problem[0], message=problem[1])
             results.append(PhotoResult(row))
             continue
-        item = segmenter.prepare(path, path.stem, row)
+        name, copy = path.stem, 1
+        while name in taken:
+            copy += 1
+            name = f"{path.stem}_{copy}"
+        taken.add(name)
+        item = segmenter.prepare(path, name, row)
         if item is None:
             results.append(PhotoResult(row))
             continue

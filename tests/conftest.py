@@ -31,14 +31,17 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """Restore PyTorch's thread count after each test: a CLI run in-process with --threads sets it for the
-    whole process, and a later in-process training would then compute otherwise than its subprocess twin."""
+def _keep_process_settings():
+    """Restore process-wide settings after each test: PyTorch's thread count (a CLI run in-process with
+    --threads sets it, and a later in-process training would then compute otherwise than its subprocess
+    twin) and the recursion limit (importing gradio raises it to 3000, and the config tests' deeply
+    nested YAML would then parse instead of being refused)."""
     import torch
 
-    threads = torch.get_num_threads()
+    threads, recursion_limit = torch.get_num_threads(), sys.getrecursionlimit()
     yield
     torch.set_num_threads(threads)
+    sys.setrecursionlimit(recursion_limit)
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ import pytest
 
 from config import config_to_dict, load_config
 from engine.checkpoint import model_state, save_checkpoint
+from engine.cli import InputError
 from engine.segment_photos import predict_folder
+from face.regions import REGIONS
 from tests.conftest import PROJECT_ROOT
 from unet import build_model
 
@@ -132,8 +134,11 @@ def test_a_photo_shows_the_overlay_and_predict_py_figures(app_url, browser, demo
     assert expected["status"] == "ok"
 
     upload_and_run(browser, app_url, photos / PHOTO, PHOTO)
-    overlay = browser.find_element(By.CSS_SELECTOR, "#overlays img")
-    assert overlay.get_attribute("naturalWidth") not in (None, "0")  # the picture loaded, not only its frame
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # The picture loaded, not only its frame (it arrives after the table).
+    loaded = "const i = document.querySelector('#overlays img'); return !!i && i.complete && i.naturalWidth > 0;"
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script(loaded))
     (row,) = table_rows(browser)
     columns = ["file", "status", "wrinkle_percent_of_skin", "forehead_percent", "glabella_percent", "periorbital_percent", "cheeks_percent"]
     assert row[: len(columns)] == [str(expected[column]) for column in columns]
@@ -157,6 +162,33 @@ def test_a_text_file_gets_a_message_not_a_crash(app_url, browser, tmp_path):
     upload_and_run(browser, app_url, notes, notes.name)
     assert browser.find_element(By.ID, "message").text == "notes.txt: not an image file (skipped)"
     assert table_rows(browser)[0][:2] == ["notes.txt", "skipped"]
+
+
+def test_the_demo_rows_are_predict_py_rows_and_same_named_uploads_stay_apart(demo_checkpoint, shared_data, tmp_path):
+    """Without a browser: engine.demo on two uploads of one photo under one name (two folders, as Gradio
+    stores uploads) gives predict.py's figures for each and two distinct masks; a taken port is one line."""
+    from engine.demo import analyse_photos, render
+    from engine.segment_photos import PhotoSegmenter
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(shared_data / "photos" / PHOTO, tmp_path / folder / PHOTO)
+    faces = {"align": "ffhq", "skin": "mesh"}
+    expected = predict_folder(demo_checkpoint, tmp_path / "a", tmp_path / "predicted", face_overrides=faces)[0]
+    segmenter = PhotoSegmenter(demo_checkpoint, face_overrides=faces)
+    shown = render(analyse_photos(segmenter, [tmp_path / "a" / PHOTO, tmp_path / "b" / PHOTO]), segmenter.threshold, tmp_path)
+    for row in shown.table:
+        assert row[:7] == [str(expected[c]) for c in ("file", "status", "wrinkle_percent_of_skin", *(f"{r}_percent" for r in REGIONS))]
+    masks = [Path(p).name for p in shown.downloads if p.endswith(".png")]
+    assert masks == ["grace_hopper.png", "grace_hopper_2.png"]
+
+    import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(InputError, match=f"--port {taken.getsockname()[1]}: cannot listen on 127.0.0.1"):
+            app.check_port_free("127.0.0.1", taken.getsockname()[1])
 
 
 def test_without_a_checkpoint_the_page_says_how_to_get_one():
