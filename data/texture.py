@@ -167,15 +167,12 @@ def texture_folder(
     from tqdm import tqdm
 
     from data.image_io import ImageReadError
-    from engine.cli import InputError, input_status, list_inputs, write_batch
+    from engine.cli import face_mask_folder, input_status, list_inputs, write_batch
     from engine.errors import OutputError
     from engine.output_folder import OutputFolder
 
     log = logging.getLogger(__name__)
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
-    if face_mask_dir is not None and not face_mask_dir.is_dir():
-        raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
+    input_dir, output_dir, face_mask_dir = Path(input_dir), Path(output_dir), face_mask_folder(face_mask_dir)
     files = list_inputs(input_dir, recursive)
     inputs = [input_dir] + ([face_mask_dir] if face_mask_dir is not None else [])
     output = OutputFolder(output_dir, COMMAND, overwrite=overwrite, inputs=inputs)

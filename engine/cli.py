@@ -59,6 +59,15 @@ def list_inputs(input_dir: Path, recursive: bool = False, option: str = "--input
     return entries
 
 
+def face_mask_folder(face_mask_dir: str | Path | None) -> Path | None:
+    """--face-masks as a Path (None when not given); a one-line error when it is not a folder."""
+    if face_mask_dir is None:
+        return None
+    if not Path(face_mask_dir).is_dir():
+        raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
+    return Path(face_mask_dir)
+
+
 def input_problem(path: Path) -> tuple[str, str] | None:
     """(status, message) for a listed entry that cannot be an input image; None for an image file."""
     from data.image_io import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES

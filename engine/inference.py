@@ -119,13 +119,14 @@ def load_network(
             raise ConfigError(f"--runtime torch needs a PyTorch checkpoint (.pt); {path} is an ONNX model: use --runtime onnx")
         data, cfg, facts = read_onnx(path)
         return OnnxNetwork(data, str(path), device, torch.get_num_threads()), cfg, facts
-    model, cfg, state = load_model(path, device)
+    # A model bound for ONNX Runtime is exported from the CPU: it never needs to be on `device`.
+    model, cfg, state = load_model(path, device if runtime == "torch" else torch.device("cpu"))
     facts = {"threshold": state.get("threshold"), "epoch": state.get("epoch")}
     if runtime == "torch":
         return model, cfg, facts
     log.info("exporting %s to ONNX in memory (export.py writes it once, for reuse)", path)
     with tempfile.TemporaryDirectory(prefix="onnx-") as scratch:
-        exported = export_checkpoint(model.cpu(), cfg, Path(scratch) / "model.onnx", facts["threshold"], facts["epoch"], source_label(path))
+        exported = export_checkpoint(model, cfg, Path(scratch) / "model.onnx", facts["threshold"], facts["epoch"], source_label(path))
         data = exported.read_bytes()
     return OnnxNetwork(data, str(path), device, torch.get_num_threads()), cfg, facts
 

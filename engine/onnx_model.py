@@ -34,7 +34,6 @@ OUTPUT_NAME = "wrinkle_prob"
 FORMAT = "wrinkle-segmentation-onnx/1"
 KEY = "wrinkle_segmentation."  # metadata key prefix
 OPSET = 18
-PRECISIONS = ("fp32", "int8")
 
 
 class ExportError(CheckpointError):
@@ -143,9 +142,6 @@ class _Calibration:
     def get_next(self) -> dict[str, np.ndarray] | None:
         item = next(self._inputs, None)
         return None if item is None else {INPUT_NAME: item}
-
-    def rewind(self) -> None:  # pragma: no cover -- only for calibrators that read twice (not MinMax)
-        raise NotImplementedError
 
 
 def quantize_int8(fp32: Path, output: Path, calibration: list[np.ndarray], scratch: Path) -> None:

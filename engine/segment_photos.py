@@ -13,9 +13,9 @@ from tqdm import tqdm
 from config import Config, ConfigError, FaceConfig, apply_overrides, config_from_dict, config_to_dict
 from data.image_io import ImageReadError, read_rgb, read_rgb_with_face_mask
 from data.texture import texture_map
-from engine.cli import InputError, input_status, list_inputs, write_batch
+from engine.cli import face_mask_folder, input_status, list_inputs, write_batch
 from engine.errors import OutputError
-from engine.inference import inference_amp, load_network, model_predictor, resolve_device, resolve_threshold
+from engine.inference import inference_amp, load_network, model_predictor, resolve_device, resolve_threshold, to_model_input
 from engine.output_folder import OutputFolder
 from engine.pictures import draw_region_outlines, overlay
 from face.crop import FaceCrop, FaceCropper, FaceNotUsable, load_mask_crop
@@ -86,9 +86,7 @@ class PhotoSegmenter:
         tile: int | None = None,
         overlap: int | None = None,
     ):
-        self.face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
-        if self.face_mask_dir is not None and not self.face_mask_dir.is_dir():
-            raise InputError(f"--face-masks: not a folder: {self.face_mask_dir}")
+        self.face_mask_dir = face_mask_folder(face_mask_dir)
         device = resolve_device("auto")
         model, self.cfg, facts = load_network(checkpoint, device, runtime, threads)
         self.face = face_settings(self.cfg.face, face_overrides or {})
@@ -223,10 +221,7 @@ def calibration_inputs(
     to the model (the same crop, skin mask, texture channel and scaling; cropped at `size`, by default
     the training resolution): float32 1 x C x S x S arrays in [0, 1], for int8 calibration. Files that
     give no face are skipped with a warning, as predict.py skips them."""
-    input_dir = Path(input_dir)
-    face_mask_dir = Path(face_mask_dir) if face_mask_dir is not None else None
-    if face_mask_dir is not None and not face_mask_dir.is_dir():
-        raise InputError(f"--face-masks: not a folder: {face_mask_dir}")
+    input_dir, face_mask_dir = Path(input_dir), face_mask_folder(face_mask_dir)
     size = cfg.data.image_size if size is None else size
     cropper = FaceCropper(face_settings(cfg.face, face_overrides or {}), size, "cpu") if face_mask_dir is None else None
     inputs: list[np.ndarray] = []
@@ -236,8 +231,7 @@ def calibration_inputs(
         item = None if problem is not None else prepare_photo(path, name, {}, cropper, face_mask_dir, size)
         if item is not None:
             names[name] = path
-            face = model_input(item.crop, cfg.data.zero_non_skin, cfg.model.input == "rgb_texture")
-            inputs.append((face.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32))
+            inputs.append(to_model_input(model_batch([item], cfg), torch.device("cpu"), channels_last=False).numpy())
         if len(inputs) == limit:
             break
     log.info("%d calibration faces from %s", len(inputs), input_dir)
